@@ -1,0 +1,200 @@
+"""Batch normalization over the global batch, with standing statistics.
+
+References: Ioffe & Szegedy (2015), "Batch Normalization", arXiv:1502.03167,
+Algorithm 1; cross-replica statistics and "standing statistics" as BigGAN
+uses them (Brock, Donahue, Simonyan 2019, "Large Scale GAN Training for High
+Fidelity Natural Image Synthesis", arXiv:1809.11096, §3 and Appendix C.1).
+
+Training mode normalizes with the mean and variance of the *global* batch:
+each replica sums `x` and `x^2` over its examples and the sums are
+all-reduced across replicas, so the result does not depend on how the batch
+is split. Inference mode normalizes with standing statistics: averages of
+batch statistics taken, after training, over many batches produced at each
+of a few truncation levels (`standing_levels`). At inference the statistics
+are interpolated linearly in the truncation, so an output depends only on
+its own input, never on the rest of the batch.
+
+Shapes: inputs `[B, H, W, C]` (or `[B, C]`); statistics `[L, C]` for `L`
+standing levels.
+
+Deviations from the paper: BigGAN's standing statistics are collected at
+the truncation used for sampling; we store one set per level and interpolate
+between levels so that a single exported module serves any truncation.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+
+def global_moments(inputs, axes):
+    """Mean and variance over `axes` of the batch summed across replicas.
+
+    Args:
+      inputs: `[B, ..., C]` tensor.
+      axes: the axes to reduce (all but the channel axis).
+
+    Returns:
+      `(mean [C], variance [C])` in float32.
+    """
+    inputs = tf.cast(inputs, tf.float32)
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), tf.float32)
+    sums = tf.stack(
+        [
+            tf.reduce_sum(inputs, axis=axes),
+            tf.reduce_sum(tf.square(inputs), axis=axes),
+        ]
+    )
+    counts = tf.reshape(count, [1])
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        sums, counts = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [sums, counts]
+        )
+    mean = sums[0] / counts[0]
+    variance = tf.maximum(sums[1] / counts[0] - tf.square(mean), 0.0)
+    return mean, variance
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
+    """Batch norm with global-batch statistics and standing statistics.
+
+    Args:
+      epsilon: `float > 0` added to the variance (default 1e-4, BigGAN's).
+      center: `bool`, learn an offset β (default True).
+      scale: `bool`, learn a scale γ (default True).
+      standing_levels: increasing sequence of truncation values at which
+        standing statistics are stored (default `(1.0,)`).
+
+    Call arguments:
+      inputs: `[B, ..., C]`.
+      training: Python bool; true uses the global batch's statistics.
+      truncation: scalar; which standing statistics to use at inference.
+      batch_statistics: overrides `training` for the choice of statistics
+        only (used to collect standing statistics without training).
+
+    Example:
+      >>> norm = CrossReplicaBatchNormalization()
+      >>> norm(tf.random.normal([4, 8, 8, 3]), training=True).shape
+      TensorShape([4, 8, 8, 3])
+    """
+
+    def __init__(
+        self,
+        epsilon=1e-4,
+        center=True,
+        scale=True,
+        standing_levels=(1.0,),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
+        levels = [float(level) for level in standing_levels]
+        if not levels or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError(
+                "`standing_levels` must be a non-empty increasing sequence, "
+                f"got {standing_levels!r}."
+            )
+        self.epsilon = epsilon
+        self.center = center
+        self.scale = scale
+        self.standing_levels = tuple(levels)
+        self.last_batch_moments = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                "The channel axis of the input must be known, got shape "
+                f"{tuple(input_shape)}."
+            )
+        self.channels = int(channels)
+        stat_shape = (len(self.standing_levels), self.channels)
+        self.standing_mean = self.add_weight(
+            name="standing_mean",
+            shape=stat_shape,
+            initializer="zeros",
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        self.standing_variance = self.add_weight(
+            name="standing_variance",
+            shape=stat_shape,
+            initializer="ones",
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        if self.scale:
+            self.gamma = self.add_weight(
+                name="gamma", shape=(self.channels,), initializer="ones"
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                name="beta", shape=(self.channels,), initializer="zeros"
+            )
+        super().build(input_shape)
+
+    def _standing_moments(self, truncation):
+        """Standing statistics interpolated linearly in the truncation."""
+        levels = tf.constant(self.standing_levels, tf.float32)
+        if len(self.standing_levels) == 1:
+            return self.standing_mean[0], self.standing_variance[0]
+        truncation = tf.clip_by_value(
+            tf.cast(truncation, tf.float32), levels[0], levels[-1]
+        )
+
+        # Hat-function weights over the levels: [L].
+        below = tf.concat([levels[:1], levels[:-1]], 0)
+        above = tf.concat([levels[1:], levels[-1:]], 0)
+        rising = (truncation - below) / tf.maximum(levels - below, 1e-12)
+        falling = (above - truncation) / tf.maximum(above - levels, 1e-12)
+        weights = tf.where(truncation <= levels, rising, falling)
+        weights = tf.where(tf.equal(levels, truncation), 1.0, weights)
+        weights = tf.clip_by_value(weights, 0.0, 1.0)
+        weights = weights / tf.reduce_sum(weights)
+
+        # [L] x [L, C] -> [C]
+        mean = tf.linalg.matvec(self.standing_mean, weights, transpose_a=True)
+        variance = tf.linalg.matvec(
+            self.standing_variance, weights, transpose_a=True
+        )
+        return mean, variance
+
+    def normalize(self, inputs, training, truncation, batch_statistics):
+        """Returns `(x - μ) / sqrt(σ² + ε)` in the input's dtype."""
+        use_batch = training if batch_statistics is None else batch_statistics
+        if use_batch:
+            axes = list(range(inputs.shape.rank - 1))
+            mean, variance = global_moments(inputs, axes)
+            self.last_batch_moments = (mean, variance)
+        else:
+            mean, variance = self._standing_moments(truncation)
+        inv = tf.math.rsqrt(variance + self.epsilon)
+        normalized = (tf.cast(inputs, tf.float32) - mean) * inv
+        return tf.cast(normalized, inputs.dtype)
+
+    def call(
+        self, inputs, training=False, truncation=1.0, batch_statistics=None
+    ):
+        outputs = self.normalize(inputs, training, truncation, batch_statistics)
+        if self.scale:
+            outputs = outputs * tf.cast(self.gamma, outputs.dtype)
+        if self.center:
+            outputs = outputs + tf.cast(self.beta, outputs.dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "epsilon": self.epsilon,
+                "center": self.center,
+                "scale": self.scale,
+                "standing_levels": list(self.standing_levels),
+            }
+        )
+        return config

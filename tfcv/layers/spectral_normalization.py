@@ -1,0 +1,167 @@
+"""Spectral normalization of a wrapped layer's kernel.
+
+Reference: Miyato, Kataoka, Koyama, Yoshida (2018), "Spectral Normalization
+for Generative Adversarial Networks", arXiv:1802.05957, Algorithm 1 and
+Eq. 8; used in G and D by SAGAN (Zhang et al. 2019, §4) and BigGAN (Brock et
+al. 2019, §3 and Appendix C, where epsilon is 1e-4).
+
+The wrapped layer's kernel `W` stays the raw trainable weight. On each call
+the largest singular value σ(W) is estimated by power iteration from a
+persistent, non-trainable vector `u` (updated only when `training=True`), and
+the wrapped layer runs with `W / σ(W)`. Gradients flow through σ as in the
+paper; `u` and `v` are treated as constants.
+
+How this differs from tf-keras' own `SpectralNormalization`: that layer
+overwrites the kernel variable with `W / σ` (so no gradient flows through σ
+and the raw weight is lost), and in tf-keras 2.21 it fails to build unless
+`TF_USE_LEGACY_KERAS=1` is set. Ours reparameterizes without touching the
+variable.
+
+Matrix view of the kernel: Dense `[in, out]` and Conv2D `[h, w, in, out]` are
+reshaped to `[-1, out]`; Conv2DTranspose `[h, w, out, in]` is transposed to
+put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
+
+Deviations from the paper: None. Under `tf.distribute` every replica computes
+the same `u` update from the same mirrored `W`; the variable is aggregated
+with `ONLY_FIRST_REPLICA`, so replicas never disagree.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+
+def _l2_normalize(vector, epsilon):
+    return vector / (tf.norm(vector) + epsilon)
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class SpectralNormalization(tf_keras.layers.Wrapper):
+    """Wraps a Dense, Conv2D, Conv2DTranspose or Embedding layer with SN.
+
+    Args:
+      layer: the `tf_keras` layer to wrap; it must own a `kernel` (or, for
+        Embedding, `embeddings`) variable.
+      power_iterations: `int >= 1`, power-iteration steps per training call
+        (default 1, as in the paper).
+      epsilon: `float > 0` added to norms to avoid division by zero
+        (default 1e-4, BigGAN's value).
+
+    Call arguments:
+      inputs: what the wrapped layer takes.
+      training: if true, run power iteration and update `u`.
+
+    Example:
+      >>> dense = SpectralNormalization(tf_keras.layers.Dense(8))
+      >>> dense(tf.ones([2, 4]), training=True).shape
+      TensorShape([2, 8])
+    """
+
+    def __init__(self, layer, power_iterations=1, epsilon=1e-4, **kwargs):
+        if not isinstance(layer, tf_keras.layers.Layer):
+            raise ValueError(
+                "`layer` must be a tf_keras layer, got "
+                f"{type(layer).__name__}. Pass e.g. tf_keras.layers.Dense(8)."
+            )
+        if not isinstance(power_iterations, int) or power_iterations < 1:
+            raise ValueError(
+                "`power_iterations` must be an integer >= 1, got "
+                f"{power_iterations!r}."
+            )
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
+        super().__init__(layer, **kwargs)
+        self.power_iterations = power_iterations
+        self.epsilon = epsilon
+
+    def _kernel_attribute(self):
+        if isinstance(self.layer, tf_keras.layers.Embedding):
+            return "embeddings"
+        return "kernel"
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        attribute = self._kernel_attribute()
+        if not hasattr(self.layer, attribute):
+            raise ValueError(
+                f"Layer {self.layer.name!r} of type "
+                f"{type(self.layer).__name__} has no `{attribute}`; "
+                "SpectralNormalization needs a Dense, Conv2D, "
+                "Conv2DTranspose or Embedding layer."
+            )
+        self.kernel = getattr(self.layer, attribute)
+        out_units = self._as_matrix(self.kernel).shape[-1]
+        self.u = self.add_weight(
+            name="u",
+            shape=(1, out_units),
+            initializer=tf_keras.initializers.RandomNormal(stddev=1.0),
+            trainable=False,
+            synchronization=tf.VariableSynchronization.ON_WRITE,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        super().build(input_shape)
+
+    def _as_matrix(self, kernel):
+        if isinstance(self.layer, tf_keras.layers.Conv2DTranspose):
+            # [h, w, out, in] -> [h, w, in, out]
+            kernel = tf.transpose(kernel, [0, 1, 3, 2])
+        # [..., out] -> [N, out]
+        return tf.reshape(kernel, [-1, kernel.shape[-1]])
+
+    def normalized_kernel(self, training=False):
+        """Returns `W / σ(W)`, updating `u` first when `training`."""
+        matrix = self._as_matrix(self.kernel)
+        u = tf.cast(self.u, matrix.dtype)
+
+        # Power iteration (Algorithm 1): v = W u / |W u|, u = W^T v / |W^T v|.
+        if training:
+            for _ in range(self.power_iterations):
+                # [1, out] x [out, N] -> [1, N]
+                v = _l2_normalize(
+                    tf.matmul(u, matrix, transpose_b=True), self.epsilon
+                )
+                # [1, N] x [N, out] -> [1, out]
+                u = _l2_normalize(tf.matmul(v, matrix), self.epsilon)
+            u = tf.stop_gradient(u)
+            self.u.assign(tf.cast(u, self.u.dtype))
+        v = tf.stop_gradient(
+            _l2_normalize(tf.matmul(u, matrix, transpose_b=True), self.epsilon)
+        )
+
+        # σ(W) = v^T W u (Eq. 7); the gradient flows through W here.
+        # [1, N] x [N, out] x [out, 1] -> [1, 1]
+        sigma = tf.matmul(tf.matmul(v, matrix), u, transpose_b=True)
+        return self.kernel / tf.squeeze(sigma)
+
+    def call(self, inputs, training=None):
+        if training is None:
+            training = tf_keras.backend.learning_phase()
+        training = bool(training) if not tf.is_tensor(training) else training
+        if tf.is_tensor(training):
+            raise ValueError(
+                "`training` must be a Python bool for SpectralNormalization."
+            )
+        attribute = self._kernel_attribute()
+        raw_kernel = getattr(self.layer, attribute)
+        normalized = self.normalized_kernel(training=training)
+
+        # Run the wrapped layer with W / σ in place of W, then restore W.
+        object.__setattr__(self.layer, attribute, normalized)
+        try:
+            outputs = self.layer(inputs)
+        finally:
+            object.__setattr__(self.layer, attribute, raw_kernel)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "power_iterations": self.power_iterations,
+                "epsilon": self.epsilon,
+            }
+        )
+        return config

@@ -1,0 +1,182 @@
+"""Residual up- and down-blocks of BigGAN's generator and discriminator.
+
+Reference: Brock, Donahue, Simonyan (2019), "Large Scale GAN Training for
+High Fidelity Natural Image Synthesis", arXiv:1809.11096, Appendix B,
+Figure 15 (a) and (c).
+
+Generator block: BN(c) -> ReLU -> upsample x2 -> conv3x3 -> BN(c) -> ReLU ->
+conv3x3, plus an upsampled 1x1-convolution skip; `c` is the block's
+conditioning vector. Discriminator block: (ReLU) -> conv3x3 -> ReLU ->
+conv3x3 -> average-pool x2, plus a 1x1-convolution and pooled skip. Every
+convolution is spectrally normalized.
+
+Shapes: `[B, H, W, C]` in, `[B, 2H, 2W, C']` (G) or `[B, H/2, W/2, C']` (D)
+out.
+
+Deviations from the paper: None.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+from tfcv.layers.conditional_batch_normalization import (
+    ConditionalBatchNormalization,
+)
+from tfcv.layers.spectral_normalization import SpectralNormalization
+
+
+def sn_conv(filters, kernel_size, epsilon, name):
+    """A spectrally normalized, orthogonally initialized 'same' Conv2D."""
+    conv = tf_keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        padding="same",
+        kernel_initializer="orthogonal",
+        name=name,
+    )
+    return SpectralNormalization(conv, epsilon=epsilon, name=f"sn_{name}")
+
+
+def upsample(inputs):
+    """Nearest-neighbour upsampling x2: `[B, H, W, C] -> [B, 2H, 2W, C]`."""
+    height, width, channels = inputs.shape[1:]
+    # [B, H, 1, W, 1, C] -> [B, H, 2, W, 2, C] -> [B, 2H, 2W, C]
+    tiled = tf.broadcast_to(
+        inputs[:, :, None, :, None, :],
+        [tf.shape(inputs)[0], height, 2, width, 2, channels],
+    )
+    return tf.reshape(tiled, [-1, 2 * height, 2 * width, channels])
+
+
+def downsample(inputs):
+    """2x2 average pooling: `[B, H, W, C] -> [B, H/2, W/2, C]`."""
+    return tf.nn.avg_pool2d(inputs, 2, 2, "VALID")
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class GeneratorBlock(tf_keras.layers.Layer):
+    """BigGAN generator residual up-block with class-conditional BN.
+
+    Args:
+      filters: output channels `C'`.
+      epsilon: BN and SN epsilon (BigGAN: 1e-4).
+      standing_levels: truncation levels for the BN standing statistics.
+    """
+
+    def __init__(self, filters, epsilon=1e-4, standing_levels=(1.0,), **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.epsilon = epsilon
+        self.standing_levels = tuple(standing_levels)
+
+    def build(self, input_shape):
+        self.norm_1 = ConditionalBatchNormalization(
+            epsilon=self.epsilon,
+            standing_levels=self.standing_levels,
+            name="cbn_1",
+        )
+        self.norm_2 = ConditionalBatchNormalization(
+            epsilon=self.epsilon,
+            standing_levels=self.standing_levels,
+            name="cbn_2",
+        )
+        self.conv_1 = sn_conv(self.filters, 3, self.epsilon, "conv_1")
+        self.conv_2 = sn_conv(self.filters, 3, self.epsilon, "conv_2")
+        self.conv_skip = sn_conv(self.filters, 1, self.epsilon, "conv_skip")
+        super().build(input_shape)
+
+    def call(self, inputs, training=False, truncation=1.0, batch_statistics=None):
+        features, condition = inputs
+        norm_kwargs = dict(
+            training=training,
+            truncation=truncation,
+            batch_statistics=batch_statistics,
+        )
+
+        # Residual branch.
+        hidden = self.norm_1((features, condition), **norm_kwargs)
+        hidden = upsample(tf.nn.relu(hidden))
+        hidden = self.conv_1(hidden, training=training)
+        hidden = self.norm_2((hidden, condition), **norm_kwargs)
+        hidden = self.conv_2(tf.nn.relu(hidden), training=training)
+
+        # Skip branch.
+        skip = self.conv_skip(upsample(features), training=training)
+        return hidden + skip
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            epsilon=self.epsilon,
+            standing_levels=list(self.standing_levels),
+        )
+        return config
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class DiscriminatorBlock(tf_keras.layers.Layer):
+    """BigGAN discriminator residual down-block.
+
+    Args:
+      filters: output channels `C'`.
+      downsample: `bool`, halve H and W (default True).
+      preactivation: `bool`, ReLU before the first conv (False for the
+        first block, which sees the image).
+      epsilon: SN epsilon (BigGAN: 1e-4).
+    """
+
+    def __init__(
+        self,
+        filters,
+        downsample=True,
+        preactivation=True,
+        epsilon=1e-4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.downsample = downsample
+        self.preactivation = preactivation
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.conv_1 = sn_conv(self.filters, 3, self.epsilon, "conv_1")
+        self.conv_2 = sn_conv(self.filters, 3, self.epsilon, "conv_2")
+        self.learnable_skip = (
+            int(input_shape[-1]) != self.filters or self.downsample
+        )
+        if self.learnable_skip:
+            self.conv_skip = sn_conv(self.filters, 1, self.epsilon, "conv_skip")
+        super().build(input_shape)
+
+    def call(self, inputs, training=False):
+        # Residual branch.
+        hidden = tf.nn.relu(inputs) if self.preactivation else inputs
+        hidden = self.conv_1(hidden, training=training)
+        hidden = self.conv_2(tf.nn.relu(hidden), training=training)
+        if self.downsample:
+            hidden = downsample(hidden)
+
+        # Skip branch: conv then pool after a preactivation, else the reverse.
+        skip = inputs
+        if self.learnable_skip:
+            if self.preactivation:
+                skip = self.conv_skip(skip, training=training)
+                if self.downsample:
+                    skip = downsample(skip)
+            else:
+                if self.downsample:
+                    skip = downsample(skip)
+                skip = self.conv_skip(skip, training=training)
+        return hidden + skip
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            downsample=self.downsample,
+            preactivation=self.preactivation,
+            epsilon=self.epsilon,
+        )
+        return config

@@ -1,0 +1,489 @@
+"""Strategy-aware training of a class-conditional GAN (BigGAN recipe).
+
+Reference: Brock et al. (2019), arXiv:1809.11096, §3 and Appendix C: hinge
+loss, Adam with β1 = 0 and β2 = 0.999, two time-scale learning rates
+(Heusel et al. 2017), several D steps per G step, an exponential moving
+average of G's weights, batch-norm statistics over the global batch.
+
+One call of the compiled step function runs `steps_per_call` training
+steps; each step is `d_steps` discriminator updates then one generator
+update, then the EMA update. All randomness is stateless and keyed on
+(seed, step): real examples are drawn with replacement from the dataset,
+latents from N(0, I), fake classes uniformly. The global batch is drawn
+first and each replica takes its contiguous slice, so the examples a step
+sees do not depend on the number of replicas, and a resumed run continues
+exactly where the checkpoint left off (the data position is the step).
+
+Losses are divided by the global batch size and gradients summed across
+replicas by the optimizer; batch sizes given here are global.
+
+Shapes: `B` global batch, `K` classes, images `[B, R, R, 3]` in [-1, 1].
+
+Deviations from the paper: real batches are sampled with replacement
+rather than by epoch permutation, which makes the data position a pure
+function of the step (exact resumption with no iterator state).
+"""
+
+import dataclasses
+import json
+import os
+import signal
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tfcv.data import get_dataset
+from tfcv.losses import hinge_discriminator_loss
+from tfcv.losses import hinge_generator_loss
+from tfcv.models import MODELS
+from tfcv.models import BigGANGenerator
+from tfcv.training import ema
+from tfcv.training import samples
+from tfcv.training.standing_statistics import collect_standing_statistics
+
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What defines a training run; a model_dir holds exactly one.
+
+    Attributes:
+      model: a name in `tfcv.models.MODELS`.
+      dataset: a name in `tfcv.data.DATASETS`.
+      ch: the model's channel multiplier.
+      batch_size: global batch size `B` per D or G update.
+      d_steps: D updates per G update (Appendix C: 2).
+      g_learning_rate: G's Adam learning rate (Appendix C: 5e-5 at B=2048).
+      d_learning_rate: D's Adam learning rate (Appendix C: 2e-4).
+      beta_1, beta_2: Adam moments (Appendix C: 0 and 0.999).
+      adam_epsilon: Adam's ε (1e-8, the Adam paper's).
+      ema_decay: decay of G's weight average (Appendix C: 0.9999 over
+        hundreds of thousands of steps; 0.999 suits short runs).
+      ema_start: steps before the average starts (Appendix C: 20k).
+      seed: seeds initialization and every random draw.
+    """
+
+    model: str = "biggan_digits_32"
+    dataset: str = "digits"
+    ch: int = 32
+    batch_size: int = 64
+    d_steps: int = 2
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 4e-4
+    beta_1: float = 0.0
+    beta_2: float = 0.999
+    adam_epsilon: float = 1e-8
+    ema_decay: float = 0.999
+    ema_start: int = 500
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(
+                f"Unknown model {self.model!r}; available: {sorted(MODELS)}."
+            )
+        for name in ("ch", "batch_size", "d_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"`{name}` must be >= 1, got {getattr(self, name)}."
+                )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"`ema_decay` must be in [0, 1), got {self.ema_decay}."
+            )
+
+
+def save_run_config(model_dir, config, model_config):
+    """Writes (or checks against) `<model_dir>/config.json`.
+
+    Raises:
+      ValueError: if the directory already holds a run whose configuration
+        differs; the message lists the differing fields.
+    """
+    path = os.path.join(model_dir, CONFIG_FILE)
+    record = {
+        "train": dataclasses.asdict(config),
+        "model": model_config.to_dict(),
+    }
+    record = json.loads(json.dumps(record))
+    if os.path.exists(path):
+        with open(path) as handle:
+            existing = json.load(handle)
+        if existing != record:
+            differences = []
+            for part in ("train", "model"):
+                old, new = existing.get(part, {}), record[part]
+                for key in sorted(set(old) | set(new)):
+                    if old.get(key) != new.get(key):
+                        differences.append(
+                            f"{key}={old.get(key)!r} (now {new.get(key)!r})"
+                        )
+            raise ValueError(
+                f"--model_dir {model_dir} holds a run with a different "
+                f"configuration: {', '.join(differences)}. Use a new "
+                "--model_dir or the original flags."
+            )
+        return
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def load_run_config(model_dir):
+    """Reads `(TrainConfig, model config dict)` from a model_dir.
+
+    Raises:
+      ValueError: if the directory holds no run.
+    """
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"--model_dir {model_dir} holds no training run (no "
+            f"{CONFIG_FILE}); train one first with `tfcv train`."
+        )
+    with open(path) as handle:
+        record = json.load(handle)
+    return TrainConfig(**record["train"]), record["model"]
+
+
+class GANTrainer:
+    """Trains G and D under a strategy and keeps the EMA generator.
+
+    Args:
+      config: a `TrainConfig`.
+      strategy: the `tf.distribute.Strategy` to train under.
+      model_dir: directory for checkpoints, summaries and samples.
+      jit_compile: compile the step function with XLA.
+      is_chief: whether this process writes files.
+
+    Raises:
+      ValueError: if the global batch is not divisible by the replicas, or
+        `model_dir` holds a run of another configuration.
+    """
+
+    def __init__(
+        self, config, strategy, model_dir, jit_compile=False, is_chief=True
+    ):
+        replicas = strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(
+                f"--batch_size={config.batch_size} (global) is not divisible "
+                f"by the {replicas} replicas of the strategy; use a multiple "
+                f"of {replicas}."
+            )
+        self.config = config
+        self.strategy = strategy
+        self.model_dir = model_dir
+        self.is_chief = is_chief
+        images, labels, num_classes = get_dataset(config.dataset, "train")
+        self.num_classes = num_classes
+        self.images = tf.constant(images)
+        self.labels = tf.constant(labels)
+
+        tf_keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            builder = MODELS[config.model]
+            generator, discriminator, model_config = builder(
+                ch=config.ch, num_classes=num_classes
+            )
+            self.model_config = model_config
+            self.generator = generator
+            self.discriminator = discriminator
+            self.ema_generator = BigGANGenerator(model_config, name="ema")
+            self._build_models()
+            self.g_optimizer = self._adam(config.g_learning_rate, "g_adam")
+            self.d_optimizer = self._adam(config.d_learning_rate, "d_adam")
+            self.g_optimizer.build(generator.trainable_variables)
+            self.d_optimizer.build(discriminator.trainable_variables)
+            self.step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+        if is_chief:
+            os.makedirs(model_dir, exist_ok=True)
+        save_run_config(model_dir, config, model_config)
+        self.checkpoint = tf.train.Checkpoint(
+            step=self.step,
+            generator=generator,
+            discriminator=discriminator,
+            ema_generator=self.ema_generator,
+            g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            model_dir if is_chief else os.path.join(model_dir, ".worker"),
+            max_to_keep=3,
+        )
+        self.train_function = tf.function(
+            self._train_steps, jit_compile=jit_compile
+        )
+
+    def _adam(self, learning_rate, name):
+        return tf_keras.optimizers.Adam(
+            learning_rate,
+            beta_1=self.config.beta_1,
+            beta_2=self.config.beta_2,
+            epsilon=self.config.adam_epsilon,
+            name=name,
+        )
+
+    def _build_models(self):
+        config = self.model_config
+        z = tf.zeros([2, config.dim_z])
+        y = tf.one_hot([0, 1], config.num_classes)
+        self.generator((z, y))
+        self.ema_generator((z, y))
+        side = config.resolution
+        self.discriminator((tf.zeros([2, side, side, 3]), y))
+        ema.copy_weights(self.generator, self.ema_generator)
+
+    def restore(self):
+        """Restores the latest checkpoint, if any; returns the step."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    # The training step.
+
+    def _draw(self, step, purpose, shape, kind, maxval=None):
+        """Stateless draw of the *global* batch for (seed, step, purpose)."""
+        seed = tf.stack(
+            [
+                tf.constant(self.config.seed, tf.int64),
+                step * 64 + purpose,
+            ]
+        )
+        if kind == "normal":
+            return tf.random.stateless_normal(shape, seed=seed)
+        return tf.random.stateless_uniform(
+            shape, seed=seed, maxval=maxval, dtype=tf.int32
+        )
+
+    def _replica_slice(self, tensor):
+        """This replica's contiguous slice of a global-batch tensor."""
+        context = tf.distribute.get_replica_context()
+        per_replica = self.config.batch_size // context.num_replicas_in_sync
+        start = context.replica_id_in_sync_group * per_replica
+        begin = tf.concat(
+            [[start], tf.zeros([tensor.shape.rank - 1], tf.int32)], 0
+        )
+        size = [per_replica] + tensor.shape[1:].as_list()
+        return tf.slice(tensor, begin, size)
+
+    def _fake_inputs(self, step, purpose):
+        batch = self.config.batch_size
+        z = self._draw(step, purpose, [batch, self.model_config.dim_z], "normal")
+        classes = self._draw(
+            step, purpose + 1, [batch], "uniform", self.num_classes
+        )
+        z = self._replica_slice(z)
+        y = tf.one_hot(self._replica_slice(classes), self.num_classes)
+        return z, y
+
+    def _discriminator_step(self, step, index):
+        batch = self.config.batch_size
+        purpose = 4 * index
+        indices = self._draw(
+            step, purpose, [batch], "uniform", int(self.images.shape[0])
+        )
+        indices = self._replica_slice(indices)
+        real = tf.gather(self.images, indices)
+        real_y = tf.one_hot(tf.gather(self.labels, indices), self.num_classes)
+        z, fake_y = self._fake_inputs(step, purpose + 1)
+        fake = self.generator((z, fake_y), training=True)
+
+        # One D pass over [real; fake] (D has no batch norm).
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(
+                (tf.concat([real, fake], 0), tf.concat([real_y, fake_y], 0)),
+                training=True,
+            )
+            real_logits, fake_logits = tf.split(logits, 2)
+            loss = tf.nn.compute_average_loss(
+                hinge_discriminator_loss(real_logits, fake_logits),
+                global_batch_size=batch,
+            )
+        variables = self.discriminator.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.d_optimizer.apply_gradients(zip(gradients, variables))
+        return loss
+
+    def _generator_step(self, step):
+        z, y = self._fake_inputs(step, 60)
+        with tf.GradientTape() as tape:
+            fake = self.generator((z, y), training=True)
+            logits = self.discriminator((fake, y), training=True)
+            loss = tf.nn.compute_average_loss(
+                hinge_generator_loss(logits),
+                global_batch_size=self.config.batch_size,
+            )
+        variables = self.generator.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.g_optimizer.apply_gradients(zip(gradients, variables))
+        return loss
+
+    def _replica_step(self, step):
+        d_loss = 0.0
+        for index in range(self.config.d_steps):
+            d_loss = self._discriminator_step(step, index)
+        g_loss = self._generator_step(step)
+        return d_loss, g_loss
+
+    def _train_steps(self, num_steps):
+        d_loss = g_loss = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            step = self.step.read_value()
+            per_replica = self.strategy.run(self._replica_step, args=(step,))
+            d_loss, g_loss = [
+                self.strategy.reduce("SUM", value, axis=None)
+                for value in per_replica
+            ]
+            self.step.assign_add(1)
+            ema.update_ema(
+                self.generator,
+                self.ema_generator,
+                self.config.ema_decay,
+                self.step,
+                self.config.ema_start,
+            )
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    # The loop around it.
+
+    def train(
+        self,
+        total_steps,
+        steps_per_call=10,
+        checkpoint_every=500,
+        summary_every=50,
+        progress=None,
+    ):
+        """Trains until `step == total_steps`, resuming from a checkpoint.
+
+        Args:
+          total_steps: the step to stop at.
+          steps_per_call: steps per compiled call (host round trips).
+          checkpoint_every: steps between checkpoints (a killed run loses
+            at most this many).
+          summary_every: steps between TensorBoard summaries.
+          progress: a `ProgressBar`-like object, or None.
+
+        Returns:
+          The last losses as a dict of floats.
+        """
+        step = self.restore()
+        writer = tf.summary.create_file_writer(
+            os.path.join(self.model_dir, "summaries")
+            if self.is_chief
+            else os.path.join(self.model_dir, ".worker", "summaries")
+        )
+        stop = {"requested": False}
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum, frame):
+            stop["requested"] = True
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        losses = {}
+        try:
+            while step < total_steps and not stop["requested"]:
+                count = min(
+                    steps_per_call,
+                    total_steps - step,
+                    _until_next(step, checkpoint_every),
+                    _until_next(step, summary_every),
+                )
+                outputs = self.train_function(tf.constant(count))
+                step += count
+                losses = {name: float(value) for name, value in outputs.items()}
+                if progress is not None:
+                    progress.update(step, losses)
+                if step % summary_every == 0 or step == total_steps:
+                    self._write_summaries(writer, step, losses)
+                if step % checkpoint_every == 0:
+                    self.save()
+            self.save()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if progress is not None:
+                progress.close()
+        self.interrupted = stop["requested"]
+        return losses
+
+    def save(self):
+        """Writes a checkpoint at the current step (chief only)."""
+        if self.is_chief:
+            self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+    def _write_summaries(self, writer, step, losses):
+        if not self.is_chief:
+            return
+        with writer.as_default(step=step):
+            for name, value in losses.items():
+                tf.summary.scalar(name, value)
+            z, y = samples.grid_latents(
+                self.num_classes, 8, self.model_config.dim_z, seed=0
+            )
+            images = self.ema_generator(
+                (z, y), training=False, batch_statistics=True
+            )
+            grid = samples.image_grid(images.numpy(), self.num_classes)
+            tf.summary.image("ema_samples", grid[None], max_outputs=1)
+        writer.flush()
+
+    def finalize(self, per_class=10, seed=0):
+        """Collects standing statistics for the EMA generator, saves a
+        checkpoint with them and writes `samples.png` (a row per class).
+
+        Returns:
+          The path of the sample grid.
+        """
+        collect_standing_statistics(self.ema_generator, seed=self.config.seed)
+        self.save()
+        path = os.path.join(self.model_dir, "samples.png")
+        if self.is_chief:
+            grid = sample_grid(self.ema_generator, per_class, seed=seed)
+            samples.write_png(path, grid)
+        return path
+
+
+def sample_grid(generator, per_class=10, seed=0, truncation=1.0):
+    """A uint8 grid from `generator` at inference, one row per class."""
+    config = generator.config
+    z, y = samples.grid_latents(
+        config.num_classes, per_class, config.dim_z, seed, truncation
+    )
+    images = generator((z, y), training=False, truncation=truncation)
+    return samples.image_grid(images.numpy(), config.num_classes)
+
+
+def _until_next(step, every):
+    return every - step % every
+
+
+def generate(generator, labels, seed=0, truncation=1.0, batch_size=200):
+    """Generates images `[N, R, R, 3]` for class `labels [N]` at inference."""
+    config = generator.config
+    labels = np.asarray(labels)
+    z = truncation * tf.random.stateless_truncated_normal(
+        [len(labels), config.dim_z], seed=[seed, 777]
+    )
+    y = tf.one_hot(labels, config.num_classes)
+    call = tf.function(
+        lambda z, y: generator((z, y), training=False, truncation=truncation)
+    )
+    outputs = []
+    for start in range(0, len(labels), batch_size):
+        outputs.append(
+            call(z[start : start + batch_size], y[start : start + batch_size])
+            .numpy()
+        )
+    return np.concatenate(outputs)

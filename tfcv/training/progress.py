@@ -1,0 +1,69 @@
+"""A progress bar for long work: step, rate, ETA and the latest losses.
+
+On a terminal the bar redraws in place; otherwise (logs, CI) it prints a
+line every `line_every` seconds so that output stays readable.
+"""
+
+import sys
+import time
+
+
+class ProgressBar:
+    """Prints `[#####.....] step/total  rate it/s  ETA  name=value ...`.
+
+    Args:
+      total: the step at which the work ends.
+      initial: the step it starts from (after a resume).
+      stream: where to write (default stderr).
+      line_every: seconds between lines when not on a terminal.
+    """
+
+    def __init__(self, total, initial=0, stream=None, line_every=15.0):
+        self.total = total
+        self.initial = initial
+        self.stream = stream or sys.stderr
+        self.line_every = line_every
+        self.start_time = time.time()
+        self.last_line = 0.0
+        self.interactive = hasattr(self.stream, "isatty") and (
+            self.stream.isatty()
+        )
+
+    def update(self, step, values=None, force=False):
+        now = time.time()
+        if not self.interactive and not force:
+            if now - self.last_line < self.line_every:
+                return
+        self.last_line = now
+        done = step - self.initial
+        elapsed = max(now - self.start_time, 1e-9)
+        rate = done / elapsed
+        remaining = (self.total - step) / rate if rate > 0 else float("nan")
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        text = (
+            f"[{bar}] {step}/{self.total}  {rate:.2f} step/s  "
+            f"elapsed {_clock(elapsed)}  ETA {_clock(remaining)}"
+        )
+        if values:
+            text += "  " + "  ".join(
+                f"{name}={float(value):.3f}" for name, value in values.items()
+            )
+        if self.interactive:
+            self.stream.write("\r" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.interactive:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds):
+    if seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,83 @@
+"""Standing batch-norm statistics for a generator's inference mode.
+
+Reference: Brock et al. (2019), arXiv:1809.11096, Appendix C.1 ("standing
+statistics"): after training, run G in training mode over many batches,
+average each BN layer's batch means and variances, and use those averages
+at inference. We collect one set per truncation level of the layers'
+`standing_levels`, sampling z from a normal truncated at ±2 and scaled by
+the level, as the published BigGAN modules expect their inputs.
+
+Deviations from the paper: see `CrossReplicaBatchNormalization` (one set of
+statistics per truncation level, interpolated).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def sample_latents(num, dim_z, num_classes, seed, truncation=1.0):
+    """Truncated-normal z `[num, dim_z]` (scaled) and one-hot y `[num, K]`."""
+    seed = tf.constant(seed, tf.int64)
+    z = tf.random.stateless_truncated_normal(
+        [num, dim_z], seed=tf.stack([seed, tf.constant(1, tf.int64)])
+    )
+    labels = tf.random.stateless_uniform(
+        [num],
+        seed=tf.stack([seed, tf.constant(2, tf.int64)]),
+        maxval=num_classes,
+        dtype=tf.int32,
+    )
+    return truncation * z, tf.one_hot(labels, num_classes)
+
+
+def collect_standing_statistics(
+    generator, num_batches=8, batch_size=64, seed=0
+):
+    """Sets every BN layer's standing statistics from fresh batches.
+
+    Args:
+      generator: a `BigGANGenerator` (built).
+      num_batches: batches averaged per truncation level.
+      batch_size: examples per batch.
+      seed: integer seed; the same seed gives the same statistics.
+    """
+    config = generator.config
+    layers = generator.batch_norm_layers()
+
+    @tf.function(reduce_retracing=True)
+    def batch_moments(z, y):
+        generator((z, y), training=False, batch_statistics=True)
+        return [layer.last_batch_moments for layer in layers]
+
+    for level_index, level in enumerate(layers[0].standing_levels):
+        sums = None
+        for batch in range(num_batches):
+            z, y = sample_latents(
+                batch_size,
+                config.dim_z,
+                config.num_classes,
+                seed=seed * 100_003 + level_index * 1_009 + batch,
+                truncation=level,
+            )
+            moments = [
+                (mean.numpy(), variance.numpy())
+                for mean, variance in batch_moments(z, y)
+            ]
+            if sums is None:
+                sums = moments
+            else:
+                sums = [
+                    (a + mean, b + variance)
+                    for (a, b), (mean, variance) in zip(sums, moments)
+                ]
+        for layer, (mean_sum, variance_sum) in zip(layers, sums):
+            _assign_row(layer.standing_mean, level_index, mean_sum / num_batches)
+            _assign_row(
+                layer.standing_variance, level_index, variance_sum / num_batches
+            )
+
+
+def _assign_row(variable, row, values):
+    current = variable.numpy()
+    current[row] = np.asarray(values, current.dtype)
+    variable.assign(current)

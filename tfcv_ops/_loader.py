@@ -1,0 +1,84 @@
+"""Loads the custom-op library `_tfcv_ops.so`, or says once why it cannot.
+
+`setup.py` compiles `tfcv_ops/cc/*.cc` into `tfcv_ops/_tfcv_ops.so` against
+the TensorFlow installed at build time. The library is loaded lazily, on the
+first call that wants a custom op, with `tf.load_op_library`. When the file is
+missing or does not load (typically because it was built for another
+TensorFlow version), `load_library` returns `None`, the ops fall back to their
+pure-TensorFlow twins, and one warning per process says so and how to rebuild.
+"""
+
+import os
+import threading
+
+from absl import logging
+import tensorflow as tf
+
+LIBRARY_FILENAME = "_tfcv_ops.so"
+LIBRARY_PATH = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), LIBRARY_FILENAME
+)
+
+_lock = threading.Lock()
+_state = {"attempted": False, "library": None, "error": None}
+
+
+def _load(path: str):
+    """Returns `(library, None)` on success, `(None, reason)` otherwise."""
+    if not os.path.isfile(path):
+        return None, f"{path} does not exist"
+    try:
+        return tf.load_op_library(path), None
+    except Exception as error:  # pylint: disable=broad-except
+        # Undefined symbols (another TF build), a truncated file, an op
+        # registered twice: any failure means "use the pure path".
+        return None, f"{path} failed to load: {error}".strip()
+
+
+def load_library():
+    """Loads the custom-op library once per process.
+
+    Returns:
+      The module returned by `tf.load_op_library` (its ops are attributes such
+      as `tfcv_wigner_d_matrix`), or `None` when the library is unavailable.
+      In that case one warning per process names the reason.
+
+    Example:
+      >>> library = load_library()
+      >>> library is None or hasattr(library, "tfcv_wigner_d_matrix")
+      True
+    """
+    with _lock:
+        if not _state["attempted"]:
+            _state["attempted"] = True
+            library, error = _load(LIBRARY_PATH)
+            _state["library"] = library
+            _state["error"] = error
+            if library is None:
+                logging.warning(
+                    "tfcv_ops: the custom-op library is not available (%s); "
+                    "using the pure-TensorFlow twins instead (same results, "
+                    "slower). To build it, run `pip install "
+                    "--no-build-isolation -e .` in the tfcv source tree; "
+                    "see BUILD.md.",
+                    error,
+                )
+        return _state["library"]
+
+
+def load_error():
+    """Returns why the library failed to load, else `None`."""
+    with _lock:
+        return _state["error"]
+
+
+def custom_ops_available() -> bool:
+    """Returns whether the compiled custom ops can be used in this process.
+
+    The first call tries to load the library (and warns once if it cannot).
+
+    Example:
+      >>> isinstance(custom_ops_available(), bool)
+      True
+    """
+    return load_library() is not None
