@@ -38,6 +38,7 @@ INSTALL_REQUIRES = [
     "scipy",
     "scikit-learn",
     "pillow",
+    "tensorboard",  # tf.summary needs it; TF 2.21 no longer pulls it in.
 ]
 
 

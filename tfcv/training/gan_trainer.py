@@ -205,11 +205,21 @@ class GANTrainer:
                 name="step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
+            # The step at which the EMA generator's standing statistics
+            # were collected (-1: never).
+            self.standing_step = tf.Variable(
+                -1,
+                dtype=tf.int64,
+                trainable=False,
+                name="standing_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         if is_chief:
             os.makedirs(model_dir, exist_ok=True)
         save_run_config(model_dir, config, model_config)
         self.checkpoint = tf.train.Checkpoint(
             step=self.step,
+            standing_step=self.standing_step,
             generator=generator,
             discriminator=discriminator,
             ema_generator=self.ema_generator,
@@ -447,6 +457,7 @@ class GANTrainer:
           The path of the sample grid.
         """
         collect_standing_statistics(self.ema_generator, seed=self.config.seed)
+        self.standing_step.assign(self.step)
         self.save()
         path = os.path.join(self.model_dir, "samples.png")
         if self.is_chief:

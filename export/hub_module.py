@@ -1,0 +1,162 @@
+"""Export a generator as a TF2 Reusable SavedModel with a serving signature.
+
+The module follows the interface of the published BigGAN TF-Hub modules so
+that code written for them works with ours:
+
+  module = hub.load(path)
+  images = module({"z": z, "y": y, "truncation": truncation})
+  # z [B, dim_z] float32 (truncated normal times truncation),
+  # y [B, K] float32 one-hot (or a class mixture), truncation scalar;
+  # images [B, R, R, 3] float32 in [-1, 1].
+
+`truncation` may be left out (1.0). `hub.KerasLayer(path)` works inside a
+tf_keras model, called on `{"z": ..., "y": ...}` (pass
+`arguments={"truncation": t}` is not needed: a dict with "truncation" works
+too; the generator is inference-only, so there is no `training`
+argument). For TF Serving, the `serving_default` signature takes `z`, `y` and
+`truncation` and returns `{"default": images}`.
+
+The EMA weights and standing batch-norm statistics are baked in, so the
+image for a given (z, y) does not depend on the rest of the batch. Only
+stock TensorFlow ops are used. The SavedModel is written into a hidden
+temporary folder and renamed to `<export_dir>/<version>/` only once it is
+complete and has been reloaded and checked, so an interrupted export never
+leaves a version folder that looks valid.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+OUTPUT_KEY = "default"
+
+
+class GeneratorModule(tf.Module):
+    """The exported object: callable, with Reusable SavedModel attributes."""
+
+    def __init__(self, generator):
+        super().__init__(name="generator_module")
+        self._generator = generator
+        config = generator.config
+        self.dim_z = config.dim_z
+        self.num_classes = config.num_classes
+        self.resolution = config.resolution
+        self.variables_list = list(generator.variables)
+        self.trainable_variables_list = list(generator.trainable_variables)
+
+        # Reusable SavedModel attributes (TF-Hub): nothing to regularize.
+        self.regularization_losses = []
+        self.__call__ = tf.function(self._generate)
+
+    @property
+    def variables(self):
+        return self.variables_list
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_variables_list
+
+    def _generate(self, inputs):
+        z = tf.convert_to_tensor(inputs["z"], tf.float32)
+        y = tf.convert_to_tensor(inputs["y"], tf.float32)
+        truncation = tf.convert_to_tensor(
+            inputs.get("truncation", 1.0), tf.float32
+        )
+        images = self._generator((z, y), training=False, truncation=truncation)
+        return tf.cast(images, tf.float32)
+
+    def input_specs(self, with_truncation=True):
+        specs = {
+            "z": tf.TensorSpec([None, self.dim_z], tf.float32, name="z"),
+            "y": tf.TensorSpec([None, self.num_classes], tf.float32, name="y"),
+        }
+        if with_truncation:
+            specs["truncation"] = tf.TensorSpec([], tf.float32, "truncation")
+        return specs
+
+    def serving_signature(self):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, self.dim_z], tf.float32, name="z"),
+                tf.TensorSpec([None, self.num_classes], tf.float32, name="y"),
+                tf.TensorSpec([], tf.float32, name="truncation"),
+            ]
+        )
+        def serve(z, y, truncation):
+            images = self.__call__(
+                {"z": z, "y": y, "truncation": truncation}
+            )
+            return {OUTPUT_KEY: images}
+
+        return serve
+
+
+def next_version(export_dir):
+    """One more than the largest numbered version folder (1 if none)."""
+    if not os.path.isdir(export_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_generator(generator, export_dir, version=None, check=True):
+    """Writes `generator` as `<export_dir>/<version>/` and returns the path.
+
+    Args:
+      generator: a built generator with standing statistics collected.
+      export_dir: parent folder of the numbered versions.
+      version: positive integer, default the next free number.
+      check: reload the SavedModel before publishing it and compare its
+        output with the generator's.
+
+    Raises:
+      ValueError: if the version folder exists or `version` is not positive.
+      OSError: if `export_dir` cannot be written.
+    """
+    version = next_version(export_dir) if version is None else version
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive integer, got {version}.")
+    final_path = os.path.join(export_dir, str(version))
+    if os.path.exists(final_path):
+        raise ValueError(
+            f"{final_path} already exists; exports are never overwritten. "
+            "Pick another --version or remove it."
+        )
+    os.makedirs(export_dir, exist_ok=True)
+    temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+
+    module = GeneratorModule(generator)
+    module.__call__.get_concrete_function(module.input_specs(True))
+    module.__call__.get_concrete_function(module.input_specs(False))
+    try:
+        tf.saved_model.save(
+            module,
+            temporary,
+            signatures={"serving_default": module.serving_signature()},
+        )
+        if check:
+            _check_export(module, temporary)
+        os.rename(temporary, final_path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return final_path
+
+
+def _check_export(module, path):
+    """Reloads the SavedModel and compares it with the live generator."""
+    restored = tf.saved_model.load(path)
+    z = tf.random.stateless_truncated_normal([4, module.dim_z], seed=[7, 7])
+    y = tf.one_hot([0, 1, 2, 3], module.num_classes)
+    inputs = {"z": z, "y": y, "truncation": tf.constant(1.0)}
+    expected = module.__call__(inputs).numpy()
+    served = restored.signatures["serving_default"](**inputs)[OUTPUT_KEY]
+    for actual in (restored(inputs).numpy(), served.numpy()):
+        if not np.allclose(actual, expected, atol=1e-5):
+            raise ValueError(
+                "The reloaded export differs from the generator (max "
+                f"|diff| {np.abs(actual - expected).max():.3g}); not "
+                "published."
+            )

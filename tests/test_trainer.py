@@ -1,0 +1,123 @@
+"""The GAN trainer: replica-count invariance and exact resumption."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcv.training.gan_trainer import GANTrainer
+from tfcv.training.gan_trainer import TrainConfig
+from tfcv.training.gan_trainer import load_run_config
+from tfcv.training.gan_trainer import save_run_config
+
+TINY = TrainConfig(ch=8, batch_size=8, ema_start=1, seed=3)
+
+
+def _weights(trainer):
+    return [
+        np.array(v.numpy())
+        for model in (
+            trainer.generator,
+            trainer.discriminator,
+            trainer.ema_generator,
+        )
+        for v in model.variables
+    ]
+
+
+def _assert_close(first, second, atol):
+    assert len(first) == len(second)
+    worst = max(np.abs(a - b).max() for a, b in zip(first, second))
+    assert worst <= atol, worst
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Trains the tiny GAN the ways the tests compare."""
+    devices = ["/cpu:0", "/cpu:1"]
+    results = {}
+
+    # Mirrored, 2 replicas, uninterrupted: weights after step 1 and 3.
+    straight = GANTrainer(
+        TINY,
+        tf.distribute.MirroredStrategy(devices),
+        str(tmp_path_factory.mktemp("straight")),
+    )
+    straight.train(1, steps_per_call=1)
+    results["mirrored_step_1"] = _weights(straight)
+    straight.train(3, steps_per_call=2)
+    results["mirrored_step_3"] = _weights(straight)
+
+    # One replica, one step.
+    single = GANTrainer(
+        TINY,
+        tf.distribute.OneDeviceStrategy("/cpu:0"),
+        str(tmp_path_factory.mktemp("single")),
+    )
+    single.train(1, steps_per_call=1)
+    results["single_step_1"] = _weights(single)
+
+    # Mirrored, stopped at step 2, resumed by a new trainer to step 3.
+    resumed_dir = str(tmp_path_factory.mktemp("resumed"))
+    first = GANTrainer(
+        TINY, tf.distribute.MirroredStrategy(devices), resumed_dir
+    )
+    first.train(2, steps_per_call=2, checkpoint_every=2)
+    second = GANTrainer(
+        TINY, tf.distribute.MirroredStrategy(devices), resumed_dir
+    )
+    results["resumed_from"] = second.restore()
+    second.train(3, steps_per_call=1)
+    results["resumed_step_3"] = _weights(second)
+    results["resumed_dir"] = resumed_dir
+    return results
+
+
+def test_one_step_is_the_same_on_one_and_two_replicas(runs):
+    _assert_close(runs["single_step_1"], runs["mirrored_step_1"], atol=1e-4)
+
+
+def test_training_changes_the_weights(runs):
+    changes = [
+        np.abs(a - b).max()
+        for a, b in zip(runs["mirrored_step_1"], runs["mirrored_step_3"])
+    ]
+    assert max(changes) > 1e-3
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(runs):
+    assert runs["resumed_from"] == 2
+    _assert_close(runs["resumed_step_3"], runs["mirrored_step_3"], atol=1e-6)
+
+
+def test_model_dir_with_another_configuration_is_refused(runs):
+    other = TrainConfig(ch=16, batch_size=8, ema_start=1, seed=3)
+    _, model_config = load_run_config(runs["resumed_dir"])
+
+    from tfcv.models import BigGANConfig
+
+    with pytest.raises(ValueError, match="different configuration: ch=8"):
+        save_run_config(
+            runs["resumed_dir"], other, BigGANConfig.from_dict(model_config)
+        )
+
+
+def test_global_batch_must_divide_across_replicas(tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    config = TrainConfig(ch=8, batch_size=7)
+
+    with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
+        GANTrainer(config, strategy, str(tmp_path))
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="Unknown model"):
+        TrainConfig(model="stylegan")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_load_run_config_needs_a_run(tmp_path):
+    with pytest.raises(ValueError, match="holds no training run"):
+        load_run_config(str(tmp_path))

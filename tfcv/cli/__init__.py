@@ -1,0 +1,1 @@
+"""The `tfcv` command: one module per sub-command (see `tfcv.cli.main`)."""

@@ -1,0 +1,141 @@
+"""Entry point of the `tfcv` console script.
+
+`tfcv <command> [--flag=value ...]` where each command lives in its own
+module under `tfcv.cli` with a `define_flags(flag_values)` function, a
+`main(flags)` function and a module docstring that is its help text.
+
+A user mistake (a bad flag, a `ValueError` or `OSError` raised by the
+library) ends with one line `tfcv <command>: error: ...` on stderr and exit
+status 2; set `TFCV_DEBUG=1` to see the traceback instead.
+"""
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "train": "Train a class-conditional GAN (the main job).",
+    "export": "Export the EMA generator as a TF-Hub / TF Serving module.",
+    "sample": "Write a sample grid from a model_dir or an exported module.",
+    "evaluate": "Judge a trained generator: conditional accuracy and FD.",
+}
+
+USAGE = "usage: tfcv <command> [--flag=value ...]   (tfcv <command> --help)"
+
+
+class UsageError(Exception):
+    """A mistake on the command line, reported in one line."""
+
+
+def _print_commands(stream):
+    stream.write(USAGE + "\n\ncommands:\n")
+    for name, summary in COMMANDS.items():
+        stream.write(f"  {name:<10}{summary}\n")
+
+
+def _help_text(command, module, flag_values):
+    text = [f"usage: tfcv {command} [--flag=value ...]", ""]
+    text.append((module.__doc__ or "").strip())
+    text.append("")
+    text.append("flags:")
+    for flag in sorted(flag_values._flags().values(), key=lambda f: f.name):
+        if flag.name in ("help", "helpfull", "helpshort", "helpxml"):
+            continue
+        default = flag.default_as_str or "''"
+        text.append(f"  --{flag.name}: {flag.help}")
+        text.append(f"    (default: {default})")
+    return "\n".join(text) + "\n"
+
+
+def run(argv=None):
+    """Runs `tfcv` with `argv` (default `sys.argv`); returns via sys.exit."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        _print_commands(sys.stdout if len(argv) >= 2 else sys.stderr)
+        sys.exit(0 if len(argv) >= 2 else 2)
+    command = argv[1]
+    if command not in COMMANDS:
+        sys.stderr.write(
+            f"tfcv: error: unknown command {command!r}; expected one of "
+            f"{', '.join(COMMANDS)}.\n"
+        )
+        sys.exit(2)
+    sys.exit(run_command(command, argv[2:]))
+
+
+def run_command(command, arguments):
+    """Parses `arguments` for `command` and runs it; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_import_tensorflow()
+    from absl import flags
+    from absl import logging
+
+    module = importlib.import_module(f"tfcv.cli.{command}")
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    if any(arg in ("-h", "--help", "--helpfull") for arg in arguments):
+        sys.stdout.write(_help_text(command, module, flag_values))
+        return 0
+    prefix = f"tfcv {command}: error:"
+    try:
+        leftover = flag_values([f"tfcv {command}"] + list(arguments))
+        if len(leftover) > 1:
+            raise UsageError(
+                f"unexpected argument {leftover[1]!r}; flags take the form "
+                "--name=value."
+            )
+        module.validate(flag_values)
+    except (flags.Error, UsageError, ValueError) as error:
+        sys.stderr.write(f"{prefix} {_one_line(error)}\n")
+        return 2
+
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
+    logging.set_stderrthreshold(logging.INFO)
+    try:
+        return module.main(flag_values) or 0
+    except (UsageError, ValueError, OSError) as error:
+        if os.environ.get("TFCV_DEBUG"):
+            raise
+        sys.stderr.write(f"{prefix} {_one_line(error)}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"tfcv {command}: interrupted.\n")
+        return 130
+
+
+def _quiet_import_tensorflow():
+    """Imports TensorFlow with its C++ start-up chatter kept off stderr.
+
+    TensorFlow 2.21 logs CUDA probing and absl initialization notes at
+    import whatever TF_CPP_MIN_LOG_LEVEL says; they would bury our one-line
+    errors. What it writes is shown only if the import fails.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _one_line(error):
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    if isinstance(error, OSError) and error.filename:
+        message = f"{error.strerror or message}: {error.filename}"
+    return message
+
+
+if __name__ == "__main__":
+    run()
