@@ -64,6 +64,23 @@ class GeneratorModule(tf.Module):
         truncation = tf.convert_to_tensor(
             inputs.get("truncation", 1.0), tf.float32
         )
+
+        # Input checks that hold for every caller (Assert is a stock op).
+        checks = [
+            tf.debugging.assert_rank(
+                truncation, 0, message="`truncation` must be a scalar"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(z)[0],
+                tf.shape(y)[0],
+                message="`z` and `y` must have the same batch size",
+            ),
+            tf.debugging.assert_positive(
+                truncation, message="`truncation` must be > 0"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            z = tf.identity(z)
         images = self._generator((z, y), training=False, truncation=truncation)
         return tf.cast(images, tf.float32)
 

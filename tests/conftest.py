@@ -31,7 +31,17 @@ def tfcv_command():
     return [sys.executable, "-m", "tfcv.cli.main"]
 
 
-@pytest.fixture
+_STRATEGY = {}
+
+
+@pytest.fixture(scope="session")
 def mirrored_strategy():
-    devices = [f"/cpu:{index}" for index in range(NUM_VIRTUAL_CPUS)]
-    return tf.distribute.MirroredStrategy(devices)
+    """One MirroredStrategy for the whole session.
+
+    Several MirroredStrategy objects in one process number their collective
+    ops alike, and their all-reduces then collide; programs make one.
+    """
+    if "mirrored" not in _STRATEGY:
+        devices = [f"/cpu:{index}" for index in range(NUM_VIRTUAL_CPUS)]
+        _STRATEGY["mirrored"] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGY["mirrored"]

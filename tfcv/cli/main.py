@@ -89,8 +89,12 @@ def run_command(command, arguments):
         sys.stderr.write(f"{prefix} {_one_line(error)}\n")
         return 2
 
+    flags.FLAGS.mark_as_parsed()
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("WARNING")
     logging.set_stderrthreshold(logging.INFO)
     try:
         return module.main(flag_values) or 0
@@ -105,11 +109,13 @@ def run_command(command, arguments):
 
 
 def _quiet_import_tensorflow():
-    """Imports TensorFlow with its C++ start-up chatter kept off stderr.
+    """Imports TensorFlow and lists its devices, keeping the chatter quiet.
 
     TensorFlow 2.21 logs CUDA probing and absl initialization notes at
-    import whatever TF_CPP_MIN_LOG_LEVEL says; they would bury our one-line
-    errors. What it writes is shown only if the import fails.
+    import and at device discovery whatever TF_CPP_MIN_LOG_LEVEL says; they
+    would bury our one-line errors. What it writes is shown only if this
+    fails. Listing physical devices does not initialize them, so virtual
+    CPU devices can still be configured afterwards.
     """
     import tempfile
 
@@ -118,7 +124,9 @@ def _quiet_import_tensorflow():
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -44,7 +44,7 @@ def define_flags(flag_values):
     string("model", DEFAULTS.model, f"Architecture: one of {sorted(MODELS)}.")
     string("dataset", DEFAULTS.dataset,
            f"Training data: one of {sorted(DATASETS)}.")
-    integer("steps", 2000, "Train until this many G steps (total, so a "
+    integer("steps", 1750, "Train until this many G steps (total, so a "
             "resumed run continues to the same end).")
     integer("batch_size", DEFAULTS.batch_size,
             "Global batch size of each D and G update.")

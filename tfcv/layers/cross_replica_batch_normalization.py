@@ -37,21 +37,28 @@ def global_moments(inputs, axes):
       `(mean [C], variance [C])` in float32.
     """
     inputs = tf.cast(inputs, tf.float32)
-    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), tf.float32)
-    sums = tf.stack(
+    channels = inputs.shape[-1]
+    count = tf.cast(
+        tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), tf.float32
+    )
+
+    # One packed all-reduce of [Σx, Σx², n]: [2C + 1].
+    packed = tf.concat(
         [
             tf.reduce_sum(inputs, axis=axes),
             tf.reduce_sum(tf.square(inputs), axis=axes),
-        ]
+            tf.reshape(count, [1]),
+        ],
+        axis=0,
     )
-    counts = tf.reshape(count, [1])
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
-        sums, counts = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, [sums, counts]
-        )
-    mean = sums[0] / counts[0]
-    variance = tf.maximum(sums[1] / counts[0] - tf.square(mean), 0.0)
+        packed = context.all_reduce(tf.distribute.ReduceOp.SUM, packed)
+    total = packed[2 * channels]
+    mean = packed[:channels] / total
+    variance = tf.maximum(
+        packed[channels : 2 * channels] / total - tf.square(mean), 0.0
+    )
     return mean, variance
 
 
