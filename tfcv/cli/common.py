@@ -25,9 +25,3 @@ def check_writable_directory(path, flag_name):
             "permissions."
         ) from error
 
-
-def require(flag_values, *names):
-    """Raises UsageError for the first of `names` left empty."""
-    for name in names:
-        if not flag_values[name].value:
-            raise UsageError(f"--{name} is required.")

@@ -96,6 +96,7 @@ def run_command(command, arguments):
 
     tf.get_logger().setLevel("WARNING")
     logging.set_stderrthreshold(logging.INFO)
+    logging.get_absl_handler().addFilter(_only_our_info)
     try:
         return module.main(flag_values) or 0
     except (UsageError, ValueError, OSError) as error:
@@ -106,6 +107,11 @@ def run_command(command, arguments):
     except KeyboardInterrupt:
         sys.stderr.write(f"tfcv {command}: interrupted.\n")
         return 130
+
+
+def _only_our_info(record):
+    """Keeps warnings from everyone but INFO lines only from tfcv itself."""
+    return record.levelno > 20 or f"{os.sep}tfcv{os.sep}" in record.pathname
 
 
 def _quiet_import_tensorflow():

@@ -101,6 +101,18 @@ class BigGANConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def coerce(cls, config):
+        """Returns `config` as a `BigGANConfig` (it may be its dict form)."""
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if not isinstance(config, cls):
+            raise ValueError(
+                f"`config` must be a BigGANConfig or a dict, got "
+                f"{type(config).__name__}."
+            )
+        return config
+
+    @classmethod
     def from_dict(cls, values):
         values = dict(values)
         for key in ("g_multipliers", "d_multipliers", "standing_levels"):
@@ -138,9 +150,7 @@ class BigGANGenerator(tf_keras.Model):
 
     def __init__(self, config=BigGANConfig(), **kwargs):
         super().__init__(**kwargs)
-        if isinstance(config, dict):
-            config = BigGANConfig.from_dict(config)
-        self.config = config
+        self.config = config = BigGANConfig.coerce(config)
         ch, eps = config.ch, config.epsilon
         levels = config.standing_levels
         self.chunk_size = config.dim_z // config.num_chunks
@@ -235,9 +245,7 @@ class BigGANDiscriminator(tf_keras.Model):
 
     def __init__(self, config=BigGANConfig(), **kwargs):
         super().__init__(**kwargs)
-        if isinstance(config, dict):
-            config = BigGANConfig.from_dict(config)
-        self.config = config
+        self.config = config = BigGANConfig.coerce(config)
         ch, eps = config.ch, config.epsilon
         self.blocks = []
         self.attention_index = None

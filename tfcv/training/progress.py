@@ -25,6 +25,7 @@ class ProgressBar:
         self.line_every = line_every
         self.start_time = time.time()
         self.last_line = 0.0
+        self.first_update = None
         self.interactive = hasattr(self.stream, "isatty") and (
             self.stream.isatty()
         )
@@ -35,9 +36,15 @@ class ProgressBar:
             if now - self.last_line < self.line_every:
                 return
         self.last_line = now
-        done = step - self.initial
         elapsed = max(now - self.start_time, 1e-9)
-        rate = done / elapsed
+
+        # The rate since the first update leaves out start-up (tracing).
+        if self.first_update is None:
+            self.first_update = (now, step)
+            rate = (step - self.initial) / elapsed
+        else:
+            first_time, first_step = self.first_update
+            rate = (step - first_step) / max(now - first_time, 1e-9)
         remaining = (self.total - step) / rate if rate > 0 else float("nan")
         width = 24
         filled = int(width * step / max(self.total, 1))

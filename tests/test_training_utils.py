@@ -1,0 +1,81 @@
+"""Strategy names, the progress bar, EMA and sample grids."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcv.models import BigGANConfig
+from tfcv.models import BigGANGenerator
+from tfcv.training import ema
+from tfcv.training.progress import ProgressBar
+from tfcv.training.samples import grid_latents
+from tfcv.training.samples import image_grid
+from tfcv.training.strategy import configure_virtual_cpus
+from tfcv.training.strategy import make_strategy
+
+
+def test_strategies_by_name(mirrored_strategy):
+    assert make_strategy("default").num_replicas_in_sync == 1
+    assert make_strategy("one_device").num_replicas_in_sync == 1
+    assert mirrored_strategy.num_replicas_in_sync == 2
+
+
+def test_strategy_rejects_unknown_names_and_counts():
+    tf.constant(1.0).numpy()  # Devices are initialized from here on.
+
+    with pytest.raises(ValueError, match="Unknown strategy 'horovod'"):
+        make_strategy("horovod")
+    with pytest.raises(ValueError, match="virtual_cpus"):
+        configure_virtual_cpus(0)
+    with pytest.raises(ValueError, match="already initialized"):
+        configure_virtual_cpus(3)
+
+
+def test_progress_bar_reports_step_rate_and_losses():
+    stream = io.StringIO()
+    bar = ProgressBar(10, stream=stream, line_every=0)
+
+    bar.update(5, {"d_loss": 0.5})
+    bar.update(10, {"d_loss": 0.25})
+    bar.close()
+
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("[" + "#" * 24 + "] 10/10")
+    assert "step/s" in lines[-1] and "d_loss=0.250" in lines[-1]
+
+
+def test_ema_copies_before_start_and_averages_after():
+    config = BigGANConfig(ch=8)
+    source, target = BigGANGenerator(config), BigGANGenerator(config)
+    inputs = (tf.zeros([1, config.dim_z]), tf.one_hot([0], 10))
+    source(inputs)
+    target(inputs)
+    kernel = source.linear.layer.kernel
+    target_kernel = target.linear.layer.kernel
+
+    ema.update_ema(source, target, 0.9, step=0, start_step=1)
+    copied = target_kernel.numpy()
+    old = copied.copy()
+    kernel.assign(kernel + 1.0)
+    ema.update_ema(source, target, 0.9, step=5, start_step=1)
+
+    np.testing.assert_allclose(copied, kernel.numpy() - 1.0, atol=1e-6)
+    np.testing.assert_allclose(
+        target_kernel.numpy(), 0.9 * old + 0.1 * kernel.numpy(), rtol=1e-5
+    )
+
+
+def test_image_grid_puts_one_class_per_row():
+    z, y = grid_latents(3, 2, 4)
+    images = np.zeros([6, 2, 2, 3], np.float32)
+    images[2:4] = 1.0
+
+    grid = image_grid(images, rows=3)
+
+    assert z.shape == (6, 4) and y.numpy().argmax(-1).tolist() == [
+        0, 0, 1, 1, 2, 2,
+    ]
+    assert grid.shape == (6, 4, 3)
+    assert (grid[2:4] == 255).all() and (grid[:2] == 128).all()
