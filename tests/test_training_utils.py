@@ -63,7 +63,7 @@ def test_ema_copies_before_start_and_averages_after():
 
     np.testing.assert_allclose(copied, kernel.numpy() - 1.0, atol=1e-6)
     np.testing.assert_allclose(
-        target_kernel.numpy(), 0.9 * old + 0.1 * kernel.numpy(), rtol=1e-5
+        target_kernel.numpy(), 0.9 * old + 0.1 * kernel.numpy(), atol=1e-6
     )
 
 
