@@ -39,20 +39,37 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", default="runs/demo")
     parser.add_argument("--tfcv", default="tfcv")
-    parser.add_argument("--keep", action="store_true",
-                        help="resume an existing run_dir instead of "
-                        "starting afresh")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="resume an existing run_dir instead of " "starting afresh",
+    )
     args = parser.parse_args()
     run = args.run_dir
     if not args.keep:
         shutil.rmtree(run, ignore_errors=True)
     stages = [
         ("train", [args.tfcv, "train", f"--model_dir={run}"]),
-        ("export", [args.tfcv, "export", f"--model_dir={run}",
-                    f"--export_dir={run}/export", "--version=1"]),
-        ("reload+compare", [args.tfcv, "sample", f"--module={run}/export/1",
-                            f"--model_dir={run}",
-                            f"--output={run}/samples_export.png"]),
+        (
+            "export",
+            [
+                args.tfcv,
+                "export",
+                f"--model_dir={run}",
+                f"--export_dir={run}/export",
+                "--version=1",
+            ],
+        ),
+        (
+            "reload+compare",
+            [
+                args.tfcv,
+                "sample",
+                f"--module={run}/export/1",
+                f"--model_dir={run}",
+                f"--output={run}/samples_export.png",
+            ],
+        ),
     ]
     if os.path.exists(os.path.join(run, "export", "1")):
         shutil.rmtree(os.path.join(run, "export", "1"))
@@ -68,8 +85,10 @@ def main():
         result = subprocess.run(command)
         timings.append((name, time.time() - started))
         if result.returncode != 0:
-            print(f"demo: stage {name!r} failed (exit {result.returncode}).",
-                  file=sys.stderr)
+            print(
+                f"demo: stage {name!r} failed (exit {result.returncode}).",
+                file=sys.stderr,
+            )
             return result.returncode
     total = time.time() - total_start
     busy_end, idle_end = _cpu_times()
@@ -83,16 +102,26 @@ def main():
     print("\n=== demo summary")
     for name, seconds in timings:
         print(f"  {name:<16}{seconds:8.1f} s")
-    print(f"  {'total':<16}{total:8.1f} s   (target <= {TARGET_SECONDS} s: "
-          f"{'met' if total <= TARGET_SECONDS else 'NOT met'})")
-    print(f"  conditional accuracy {accuracy:.3f}   (target >= "
-          f"{TARGET_ACCURACY}: "
-          f"{'met' if accuracy >= TARGET_ACCURACY else 'NOT met'})")
+    print(
+        f"  {'total':<16}{total:8.1f} s   (target <= {TARGET_SECONDS} s: "
+        f"{'met' if total <= TARGET_SECONDS else 'NOT met'})"
+    )
+    print(
+        f"  conditional accuracy {accuracy:.3f}   (target >= "
+        f"{TARGET_ACCURACY}: "
+        f"{'met' if accuracy >= TARGET_ACCURACY else 'NOT met'})"
+    )
     print(f"  Frechet distance     {results['frechet_distance']:.3f}")
     print(f"  judge accuracy       {results['judge_heldout_accuracy']:.3f}")
-    print(f"  other processes used {100 * others:.0f}% of the CPU during the"
-          " run" + ("" if others < 0.05 else " (machine NOT idle: timings "
-                    "are pessimistic)"))
+    print(
+        f"  other processes used {100 * others:.0f}% of the CPU during the"
+        " run"
+        + (
+            ""
+            if others < 0.05
+            else " (machine NOT idle: timings " "are pessimistic)"
+        )
+    )
     print(f"  pictures: {run}/samples.png, {run}/samples_export.png")
     return 0 if accuracy >= TARGET_ACCURACY else 1
 

@@ -102,9 +102,7 @@ class GeneratorModule(tf.Module):
             ]
         )
         def serve(z, y, truncation):
-            images = self.__call__(
-                {"z": z, "y": y, "truncation": truncation}
-            )
+            images = self.__call__({"z": z, "y": y, "truncation": truncation})
             return {OUTPUT_KEY: images}
 
         return serve
@@ -134,7 +132,9 @@ def export_generator(generator, export_dir, version=None, check=True):
     """
     version = next_version(export_dir) if version is None else version
     if not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be a positive integer, got {version}.")
+        raise ValueError(
+            f"`version` must be a positive integer, got {version}."
+        )
     final_path = os.path.join(export_dir, str(version))
     if os.path.exists(final_path):
         raise ValueError(

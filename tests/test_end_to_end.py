@@ -49,7 +49,9 @@ def run_dir(tmp_path_factory):
 def exported(run_dir):
     export_dir = os.path.join(run_dir, "export")
     _tfcv(
-        "export", f"--model_dir={run_dir}", f"--export_dir={export_dir}",
+        "export",
+        f"--model_dir={run_dir}",
+        f"--export_dir={export_dir}",
         check=True,
     )
     return os.path.join(export_dir, "1")
@@ -69,7 +71,10 @@ def test_train_writes_checkpoint_samples_summaries_and_evaluation(run_dir):
 
 def test_rerun_resumes_instead_of_restarting(run_dir):
     result = _tfcv(
-        "train", f"--model_dir={run_dir}", *TINY_FLAGS, "--evaluate=false",
+        "train",
+        f"--model_dir={run_dir}",
+        *TINY_FLAGS,
+        "--evaluate=false",
         check=True,
     )
 
@@ -125,7 +130,8 @@ def test_export_rejects_wrong_shapes_and_dtypes(exported):
         serve(z=tf.zeros([1, 79]), y=good_y, truncation=tf.constant(1.0))
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
         serve(
-            z=tf.zeros([1, 80], tf.float64), y=good_y,
+            z=tf.zeros([1, 80], tf.float64),
+            y=good_y,
             truncation=tf.constant(1.0),
         )
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
@@ -137,7 +143,9 @@ def test_export_has_only_ops_stock_serving_knows(exported):
 
     result = subprocess.run(
         [cli, "scan", "--dir", exported, "--tag_set", "serve"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
 
     assert "does not contain" in result.stdout, result.stdout
@@ -149,8 +157,11 @@ def test_sample_from_export_in_fresh_process_matches_checkpoint(
     output = os.path.join(run_dir, "from_export.png")
 
     result = _tfcv(
-        "sample", f"--module={exported}", f"--model_dir={run_dir}",
-        f"--output={output}", check=True,
+        "sample",
+        f"--module={exported}",
+        f"--model_dir={run_dir}",
+        f"--output={output}",
+        check=True,
     )
 
     assert "agree" in result.stdout
@@ -177,8 +188,10 @@ def test_interrupted_export_leaves_no_version_folder(
 
 def test_export_never_overwrites_a_version(run_dir, exported):
     result = _tfcv(
-        "export", f"--model_dir={run_dir}",
-        f"--export_dir={os.path.dirname(exported)}", "--version=1",
+        "export",
+        f"--model_dir={run_dir}",
+        f"--export_dir={os.path.dirname(exported)}",
+        "--version=1",
     )
 
     assert result.returncode == 2
@@ -204,8 +217,13 @@ def test_train_bad_input_gives_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_train_refuses_model_dir_of_another_configuration(run_dir):
-    result = _tfcv("train", f"--model_dir={run_dir}", "--steps=2", "--ch=16",
-                   "--batch_size=8")
+    result = _tfcv(
+        "train",
+        f"--model_dir={run_dir}",
+        "--steps=2",
+        "--ch=16",
+        "--batch_size=8",
+    )
 
     assert result.returncode == 2
     assert "different configuration: ch=8 (now 16)" in result.stderr

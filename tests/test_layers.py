@@ -124,7 +124,10 @@ def test_batch_statistics_are_global_across_replicas(mirrored_strategy):
         lambda x: layer(x, training=True), args=(distributed,)
     )
     outputs = np.concatenate(
-        [t.numpy() for t in mirrored_strategy.experimental_local_results(results)]
+        [
+            t.numpy()
+            for t in mirrored_strategy.experimental_local_results(results)
+        ]
     )
 
     expected = _numpy_batch_norm(features, 1e-4)

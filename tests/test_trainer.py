@@ -64,13 +64,9 @@ def runs(tmp_path_factory, mirrored_strategy):
 
     # Mirrored, stopped at step 2, resumed by a new trainer to step 3.
     resumed_dir = str(tmp_path_factory.mktemp("resumed"))
-    first = GANTrainer(
-        TINY, mirrored_strategy, resumed_dir
-    )
+    first = GANTrainer(TINY, mirrored_strategy, resumed_dir)
     first.train(2, steps_per_call=2, checkpoint_every=2)
-    second = GANTrainer(
-        TINY, mirrored_strategy, resumed_dir
-    )
+    second = GANTrainer(TINY, mirrored_strategy, resumed_dir)
     results["resumed_from"] = second.restore()
     second.train(3, steps_per_call=1)
     results["resumed_step_3"] = _weights(second)
@@ -107,9 +103,7 @@ def test_model_dir_with_another_configuration_is_refused(runs):
         )
 
 
-def test_global_batch_must_divide_across_replicas(
-    tmp_path, mirrored_strategy
-):
+def test_global_batch_must_divide_across_replicas(tmp_path, mirrored_strategy):
     strategy = mirrored_strategy
     config = TrainConfig(ch=8, batch_size=7)
 

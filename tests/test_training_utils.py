@@ -75,7 +75,12 @@ def test_image_grid_puts_one_class_per_row():
     grid = image_grid(images, rows=3)
 
     assert z.shape == (6, 4) and y.numpy().argmax(-1).tolist() == [
-        0, 0, 1, 1, 2, 2,
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
     ]
     assert grid.shape == (6, 4, 3)
     assert (grid[2:4] == 255).all() and (grid[:2] == 128).all()

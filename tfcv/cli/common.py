@@ -24,4 +24,3 @@ def check_writable_directory(path, flag_name):
             f"({error.strerror or error}); choose another path or fix its "
             "permissions."
         ) from error
-

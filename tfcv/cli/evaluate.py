@@ -19,10 +19,15 @@ from tfcv.cli.main import UsageError
 
 
 def define_flags(flag_values):
-    flags.DEFINE_string("model_dir", None, "Training run to judge "
-                        "(required).", flag_values=flag_values)
-    flags.DEFINE_integer("per_class", 100, "Samples per class.",
-                         flag_values=flag_values)
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "Training run to judge " "(required).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "per_class", 100, "Samples per class.", flag_values=flag_values
+    )
 
 
 def validate(flag_values):

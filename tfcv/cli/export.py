@@ -19,12 +19,24 @@ from tfcv.cli.main import UsageError
 
 
 def define_flags(flag_values):
-    flags.DEFINE_string("model_dir", None, "Training run to export "
-                        "(required).", flag_values=flag_values)
-    flags.DEFINE_string("export_dir", None, "Parent folder of the numbered "
-                        "versions (required).", flag_values=flag_values)
-    flags.DEFINE_integer("version", None, "Version number (default: next "
-                         "free).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "Training run to export " "(required).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "Parent folder of the numbered " "versions (required).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "version",
+        None,
+        "Version number (default: next " "free).",
+        flag_values=flag_values,
+    )
 
 
 def validate(flag_values):

@@ -17,21 +17,39 @@ from tfcv.cli.main import UsageError
 
 
 def define_flags(flag_values):
-    flags.DEFINE_string("model_dir", None, "Training run to sample from.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("module", None, "Exported module (a version folder) "
-                        "to sample from.", flag_values=flag_values)
-    flags.DEFINE_string("output", None, "PNG to write (required).",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("per_class", 10, "Columns: samples per class.",
-                         flag_values=flag_values)
-    flags.DEFINE_float("truncation", 1.0, "Truncation of the latents, in "
-                       "(0, 1].", flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Seed of the latents.",
-                         flag_values=flag_values)
-    flags.DEFINE_float("tolerance", 1e-4, "Largest allowed |difference| "
-                       "between module and checkpoint grids.",
-                       flag_values=flag_values)
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "Training run to sample from.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "module",
+        None,
+        "Exported module (a version folder) " "to sample from.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "output", None, "PNG to write (required).", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "per_class", 10, "Columns: samples per class.", flag_values=flag_values
+    )
+    flags.DEFINE_float(
+        "truncation",
+        1.0,
+        "Truncation of the latents, in " "(0, 1].",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "seed", 0, "Seed of the latents.", flag_values=flag_values
+    )
+    flags.DEFINE_float(
+        "tolerance",
+        1e-4,
+        "Largest allowed |difference| " "between module and checkpoint grids.",
+        flag_values=flag_values,
+    )
 
 
 def validate(flag_values):
@@ -40,13 +58,17 @@ def validate(flag_values):
     if not flag_values.output:
         raise UsageError("--output is required.")
     if not flag_values.output.endswith(".png"):
-        raise UsageError(f"--output must end in .png, got {flag_values.output}.")
+        raise UsageError(
+            f"--output must end in .png, got {flag_values.output}."
+        )
     if not 0.0 < flag_values.truncation <= 1.0:
         raise UsageError(
             f"--truncation must be in (0, 1], got {flag_values.truncation}."
         )
     if flag_values.per_class < 1:
-        raise UsageError(f"--per_class must be >= 1, got {flag_values.per_class}.")
+        raise UsageError(
+            f"--per_class must be >= 1, got {flag_values.per_class}."
+        )
 
 
 def _module_images(path, per_class, seed, truncation):
@@ -104,6 +126,8 @@ def main(flag_values):
                 f"the module's grid differs from the checkpoint's by up to "
                 f"{difference:.3g} (> --tolerance={flag_values.tolerance})."
             )
-        print(f"Module and checkpoint agree: max |difference| = "
-              f"{difference:.2g}")
+        print(
+            f"Module and checkpoint agree: max |difference| = "
+            f"{difference:.2g}"
+        )
     return 0

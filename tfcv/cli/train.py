@@ -39,15 +39,29 @@ def define_flags(flag_values):
     def real(name, default, help_text):
         flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
 
-    string("model_dir", None, "Directory for checkpoints, summaries, "
-           "samples.png and evaluation.json (required).")
+    string(
+        "model_dir",
+        None,
+        "Directory for checkpoints, summaries, "
+        "samples.png and evaluation.json (required).",
+    )
     string("model", DEFAULTS.model, f"Architecture: one of {sorted(MODELS)}.")
-    string("dataset", DEFAULTS.dataset,
-           f"Training data: one of {sorted(DATASETS)}.")
-    integer("steps", 1750, "Train until this many G steps (total, so a "
-            "resumed run continues to the same end).")
-    integer("batch_size", DEFAULTS.batch_size,
-            "Global batch size of each D and G update.")
+    string(
+        "dataset",
+        DEFAULTS.dataset,
+        f"Training data: one of {sorted(DATASETS)}.",
+    )
+    integer(
+        "steps",
+        1750,
+        "Train until this many G steps (total, so a "
+        "resumed run continues to the same end).",
+    )
+    integer(
+        "batch_size",
+        DEFAULTS.batch_size,
+        "Global batch size of each D and G update.",
+    )
     integer("d_steps", DEFAULTS.d_steps, "D updates per G update.")
     integer("ch", DEFAULTS.ch, "Channel multiplier of G and D.")
     real("g_learning_rate", DEFAULTS.g_learning_rate, "G's Adam rate.")
@@ -55,24 +69,44 @@ def define_flags(flag_values):
     real("beta_1", DEFAULTS.beta_1, "Adam beta_1 (BigGAN: 0).")
     real("beta_2", DEFAULTS.beta_2, "Adam beta_2 (BigGAN: 0.999).")
     real("ema_decay", DEFAULTS.ema_decay, "Decay of G's weight EMA.")
-    integer("ema_start", DEFAULTS.ema_start,
-            "Step from which the EMA averages (before: copies G).")
+    integer(
+        "ema_start",
+        DEFAULTS.ema_start,
+        "Step from which the EMA averages (before: copies G).",
+    )
     integer("seed", DEFAULTS.seed, "Seed of initialization and sampling.")
-    flags.DEFINE_enum("strategy", "mirrored", list(STRATEGIES),
-                      "tf.distribute strategy.", flag_values=flag_values)
-    integer("virtual_cpus", 2, "Logical CPU devices for --strategy=mirrored "
-            "on a machine without GPUs.")
+    flags.DEFINE_enum(
+        "strategy",
+        "mirrored",
+        list(STRATEGIES),
+        "tf.distribute strategy.",
+        flag_values=flag_values,
+    )
+    integer(
+        "virtual_cpus",
+        2,
+        "Logical CPU devices for --strategy=mirrored "
+        "on a machine without GPUs.",
+    )
     string("tpu", "", "TPU name or grpc:// address for --strategy=tpu.")
     flags.DEFINE_enum(
-        "jit_compile", "auto", ["auto", "true", "false"],
+        "jit_compile",
+        "auto",
+        ["auto", "true", "false"],
         "Compile the train step with XLA. auto: on for default/one_device/"
         "tpu; off for mirrored/multi_worker on CPU, whose collective "
-        "all-reduce XLA cannot compile there.", flag_values=flag_values)
+        "all-reduce XLA cannot compile there.",
+        flag_values=flag_values,
+    )
     integer("steps_per_call", 25, "Train steps per compiled call.")
     integer("checkpoint_every", 250, "Steps between checkpoints.")
     integer("summary_every", 100, "Steps between TensorBoard summaries.")
-    flags.DEFINE_boolean("evaluate", True, "Judge the samples at the end.",
-                         flag_values=flag_values)
+    flags.DEFINE_boolean(
+        "evaluate",
+        True,
+        "Judge the samples at the end.",
+        flag_values=flag_values,
+    )
     integer("eval_per_class", 100, "Samples per class for the evaluation.")
 
 
@@ -89,9 +123,17 @@ def validate(flag_values):
             f"unknown --dataset={flag_values.dataset!r}; available: "
             f"{', '.join(sorted(DATASETS))}."
         )
-    for name in ("steps", "batch_size", "d_steps", "ch", "steps_per_call",
-                 "checkpoint_every", "summary_every", "virtual_cpus",
-                 "eval_per_class"):
+    for name in (
+        "steps",
+        "batch_size",
+        "d_steps",
+        "ch",
+        "steps_per_call",
+        "checkpoint_every",
+        "summary_every",
+        "virtual_cpus",
+        "eval_per_class",
+    ):
         if flag_values[name].value < 1:
             raise UsageError(
                 f"--{name} must be >= 1, got {flag_values[name].value}."
@@ -145,24 +187,35 @@ def main(flag_values):
     start = trainer.restore()
     logging.info(
         "Training %s on %s with %s (%d replicas, jit_compile=%s) from step "
-        "%d to %d.", config.model, config.dataset, flag_values.strategy,
-        strategy.num_replicas_in_sync, jit_compile, start, flag_values.steps,
+        "%d to %d.",
+        config.model,
+        config.dataset,
+        flag_values.strategy,
+        strategy.num_replicas_in_sync,
+        jit_compile,
+        start,
+        flag_values.steps,
     )
     trainer.train(
         flag_values.steps,
         steps_per_call=flag_values.steps_per_call,
         checkpoint_every=flag_values.checkpoint_every,
         summary_every=flag_values.summary_every,
-        progress=ProgressBar(flag_values.steps, initial=start) if chief
-        else None,
+        progress=(
+            ProgressBar(flag_values.steps, initial=start) if chief else None
+        ),
     )
     if trainer.interrupted:
-        print(f"Stopped by SIGTERM at step {int(trainer.step.numpy())}; "
-              "checkpoint written. Rerun the same command to resume.")
+        print(
+            f"Stopped by SIGTERM at step {int(trainer.step.numpy())}; "
+            "checkpoint written. Rerun the same command to resume."
+        )
         return 0
     samples_path = trainer.finalize()
-    print(f"Trained to step {int(trainer.step.numpy())} in "
-          f"{time.time() - started:.0f} s; samples: {samples_path}")
+    print(
+        f"Trained to step {int(trainer.step.numpy())} in "
+        f"{time.time() - started:.0f} s; samples: {samples_path}"
+    )
     if flag_values.evaluate and chief:
         import os
 

@@ -6,9 +6,10 @@ scikit-learn, so no download is needed. They are upsampled to `image_size`
 to [-1, 1], the range our generators produce.
 
 The split is fixed and documented: a stratified split with seed 0 puts 20 %
-of each class (359 images, rounded per class) in the held-out part, the rest (1,438) in the
-training part. The GAN and the judging classifier train on `"train"` only;
-the Frechet distance and the classifier's accuracy use `"heldout"`.
+of each class (359 images, rounded per class) in the held-out part, the
+rest (1,438) in the training part. The GAN and the judging classifier
+train on `"train"` only; the Frechet distance and the classifier's accuracy
+use `"heldout"`.
 
 Shapes: images `[N, H, W, 3]` float32 in [-1, 1], labels `[N]` int32.
 """
@@ -22,7 +23,7 @@ SPLITS = ("train", "heldout", "all")
 
 
 def _split_indices(labels: np.ndarray) -> dict:
-    """Stratified split: 20 % of every class, chosen with seed 0, is held out."""
+    """Stratified split: 20 % of each class, chosen with seed 0, held out."""
     rng = np.random.RandomState(SPLIT_SEED)
     heldout = []
     for label in range(DIGITS_NUM_CLASSES):
@@ -49,12 +50,14 @@ def _resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     col_weight = (cols - left)[None, None, :]
 
     # Interpolate along columns on the two neighbouring rows, then rows.
-    upper = images[:, top][:, :, left] * (1 - col_weight) + images[:, top][
-        :, :, right
-    ] * col_weight
-    lower = images[:, bottom][:, :, left] * (1 - col_weight) + images[
-        :, bottom
-    ][:, :, right] * col_weight
+    upper = (
+        images[:, top][:, :, left] * (1 - col_weight)
+        + images[:, top][:, :, right] * col_weight
+    )
+    lower = (
+        images[:, bottom][:, :, left] * (1 - col_weight)
+        + images[:, bottom][:, :, right] * col_weight
+    )
     return upper * (1 - row_weight) + lower * row_weight
 
 

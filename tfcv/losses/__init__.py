@@ -1,4 +1,4 @@
-"""GAN losses, named `<family>_generator_loss` / `<family>_discriminator_loss`."""
+"""GAN losses: `<family>_generator_loss`, `<family>_discriminator_loss`."""
 
 from tfcv.losses.hinge import hinge_discriminator_loss
 from tfcv.losses.hinge import hinge_generator_loss

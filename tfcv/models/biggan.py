@@ -264,7 +264,10 @@ class BigGANDiscriminator(tf_keras.Model):
             )
             if downsample:
                 side //= 2
-            if side == config.attention_resolution and self.attention_index is None:
+            if (
+                side == config.attention_resolution
+                and self.attention_index is None
+            ):
                 self.attention_index = index
         self.attention = SelfAttention(epsilon=eps, name="attention")
         self.linear = _sn_dense(1, eps, "linear")

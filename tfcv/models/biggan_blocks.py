@@ -85,7 +85,9 @@ class GeneratorBlock(tf_keras.layers.Layer):
         self.conv_skip = sn_conv(self.filters, 1, self.epsilon, "conv_skip")
         super().build(input_shape)
 
-    def call(self, inputs, training=False, truncation=1.0, batch_statistics=None):
+    def call(
+        self, inputs, training=False, truncation=1.0, batch_statistics=None
+    ):
         features, condition = inputs
         norm_kwargs = dict(
             training=training,

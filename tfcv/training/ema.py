@@ -49,9 +49,7 @@ def update_ema(source, target, decay, step, start_step):
         if "standing_" in name:
             continue
         if source_var.trainable:
-            target_var.assign(
-                decay * target_var + (1.0 - decay) * source_var
-            )
+            target_var.assign(decay * target_var + (1.0 - decay) * source_var)
         else:
             target_var.assign(source_var)
 

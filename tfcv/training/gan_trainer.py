@@ -292,7 +292,9 @@ class GANTrainer:
 
     def _fake_inputs(self, step, purpose):
         batch = self.config.batch_size
-        z = self._draw(step, purpose, [batch, self.model_config.dim_z], "normal")
+        z = self._draw(
+            step, purpose, [batch, self.model_config.dim_z], "normal"
+        )
         classes = self._draw(
             step, purpose + 1, [batch], "uniform", self.num_classes
         )
@@ -496,7 +498,8 @@ def generate(generator, labels, seed=0, truncation=1.0, batch_size=200):
     outputs = []
     for start in range(0, len(labels), batch_size):
         outputs.append(
-            call(z[start : start + batch_size], y[start : start + batch_size])
-            .numpy()
+            call(
+                z[start : start + batch_size], y[start : start + batch_size]
+            ).numpy()
         )
     return np.concatenate(outputs)

@@ -71,7 +71,9 @@ def collect_standing_statistics(
                     for (a, b), (mean, variance) in zip(sums, moments)
                 ]
         for layer, (mean_sum, variance_sum) in zip(layers, sums):
-            _assign_row(layer.standing_mean, level_index, mean_sum / num_batches)
+            _assign_row(
+                layer.standing_mean, level_index, mean_sum / num_batches
+            )
             _assign_row(
                 layer.standing_variance, level_index, variance_sum / num_batches
             )

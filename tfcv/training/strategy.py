@@ -74,9 +74,7 @@ def make_strategy(
 
     gpus = tf.config.list_physical_devices("GPU")
     if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(
-            "/gpu:0" if gpus else "/cpu:0"
-        )
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if gpus:
         return tf.distribute.MirroredStrategy()
     configure_virtual_cpus(virtual_cpus)
@@ -91,6 +89,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     if resolver.task_type == "chief":
         return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and (
-        "chief" not in resolver.cluster_spec().as_dict()
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and ("chief" not in resolver.cluster_spec().as_dict())
     )
