@@ -80,6 +80,10 @@ def test_spectral_normalization_rejects_bad_arguments():
         SpectralNormalization(tf_keras.layers.Dense(2), power_iterations=0)
     with pytest.raises(ValueError, match="epsilon"):
         SpectralNormalization(tf_keras.layers.Dense(2), epsilon=0.0)
+    with pytest.raises(ValueError, match="Python bool"):
+        SpectralNormalization(tf_keras.layers.Dense(2))(
+            np.ones([1, 2]), training=tf.constant(True)
+        )
     with pytest.raises(ValueError, match="has no `kernel`"):
         SpectralNormalization(tf_keras.layers.ReLU())(np.ones([1, 2]))
 

@@ -84,3 +84,32 @@ def test_image_grid_puts_one_class_per_row():
     ]
     assert grid.shape == (6, 4, 3)
     assert (grid[2:4] == 255).all() and (grid[:2] == 128).all()
+
+
+def test_ema_refuses_models_of_different_architectures():
+    source = BigGANGenerator(BigGANConfig(ch=8))
+    source((tf.zeros([1, 80]), tf.one_hot([0], 10)))
+    unbuilt = BigGANGenerator(BigGANConfig(ch=8))
+
+    with pytest.raises(ValueError, match="different variables"):
+        ema.copy_weights(source, unbuilt)
+
+
+def test_load_ema_generator_needs_a_checkpoint(tmp_path):
+    from tfcv.training.checkpoints import load_ema_generator
+    from tfcv.training.gan_trainer import TrainConfig
+    from tfcv.training.gan_trainer import save_run_config
+
+    save_run_config(str(tmp_path), TrainConfig(), BigGANConfig())
+
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        load_ema_generator(str(tmp_path))
+
+
+def test_export_rejects_bad_versions(tmp_path):
+    from export import export_generator
+
+    generator = BigGANGenerator(BigGANConfig(ch=8))
+
+    with pytest.raises(ValueError, match="positive integer"):
+        export_generator(generator, str(tmp_path), version=0)
