@@ -1,6 +1,7 @@
 """Strategy names, the progress bar, EMA and sample grids."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -113,3 +114,20 @@ def test_export_rejects_bad_versions(tmp_path):
 
     with pytest.raises(ValueError, match="positive integer"):
         export_generator(generator, str(tmp_path), version=0)
+
+
+def test_cli_log_filter_keeps_only_tfcv_info_lines():
+    import logging
+
+    from tfcv.cli import main
+
+    def record(path, level=logging.INFO):
+        return logging.LogRecord("absl", level, path, 1, "m", None, None)
+
+    # A checkout folder named "tfcv" must not let TensorFlow's INFO through.
+    foreign = "/home/user/tfcv/.venv/lib/tensorflow/python/saver.py"
+    ours = os.path.join(main._PACKAGE_DIR, "cli", "train.py")
+
+    assert not main._only_our_info(record(foreign))
+    assert main._only_our_info(record(foreign, logging.WARNING))
+    assert main._only_our_info(record(ours))

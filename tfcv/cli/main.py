@@ -109,9 +109,14 @@ def run_command(command, arguments):
         return 130
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _only_our_info(record):
     """Keeps warnings from everyone but INFO lines only from tfcv itself."""
-    return record.levelno > 20 or f"{os.sep}tfcv{os.sep}" in record.pathname
+    if record.levelno > 20:
+        return True
+    return os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep)
 
 
 def _quiet_import_tensorflow():
