@@ -212,6 +212,7 @@ def test_train_bad_input_gives_one_line_and_exit_2(tmp_path, args, message):
     result = _tfcv("train", f"--model_dir={tmp_path}/run", *args)
 
     assert result.returncode == 2
+    assert not os.path.exists(tmp_path / "run")
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
 
@@ -226,7 +227,7 @@ def test_train_refuses_model_dir_of_another_configuration(run_dir):
     )
 
     assert result.returncode == 2
-    assert "different configuration: ch=8 (now 16)" in result.stderr
+    assert "different configuration: ch=8 (now 16)." in result.stderr
 
 
 def test_train_refuses_unwritable_directory(tmp_path):
@@ -266,3 +267,38 @@ def test_unknown_command_is_one_line():
 
     assert result.returncode == 2
     assert result.stderr.strip().startswith("tfcv: error: unknown command")
+
+
+def test_sample_refuses_a_savedmodel_that_is_not_a_generator(tmp_path):
+    other = tf.Module()
+    other.double = tf.function(
+        lambda x: {"out": 2 * x},
+        input_signature=[tf.TensorSpec([None], tf.float32, name="x")],
+    )
+    tf.saved_model.save(other, str(tmp_path / "other"), signatures=other.double)
+
+    result = _tfcv(
+        "sample", f"--module={tmp_path}/other", f"--output={tmp_path}/x.png"
+    )
+
+    assert result.returncode == 2
+    assert "not a tfcv generator export" in result.stderr.strip()
+
+
+def test_sample_refuses_output_in_missing_folder(tmp_path):
+    result = _tfcv(
+        "sample", f"--module={tmp_path}", f"--output={tmp_path}/no/x.png"
+    )
+
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_train_refuses_a_file_as_model_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    result = _tfcv("train", f"--model_dir={blocker}", "--steps=1")
+
+    assert result.returncode == 2
+    assert "is a file, not a directory" in result.stderr

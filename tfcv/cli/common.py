@@ -14,6 +14,11 @@ def check_writable_directory(path, flag_name):
     """
     if not path:
         raise UsageError(f"--{flag_name} is required.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(
+            f"--{flag_name}={path} is a file, not a directory; choose another "
+            "path."
+        )
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

@@ -6,7 +6,7 @@ each with the same latents and the command fails unless they agree to
 --tolerance: the check that an export reproduces its checkpoint.
 
 Example:
-  tfcv sample --module=runs/digits/export/1 --model_dir=runs/digits \
+  tfcv sample --module=runs/digits/export/1 --model_dir=runs/digits
       --output=runs/digits/samples_export.png
 """
 
@@ -57,6 +57,14 @@ def validate(flag_values):
         raise UsageError("give --model_dir, --module, or both.")
     if not flag_values.output:
         raise UsageError("--output is required.")
+    import os
+
+    folder = os.path.dirname(os.path.abspath(flag_values.output))
+    if not os.path.isdir(folder):
+        raise UsageError(
+            f"--output={flag_values.output}: folder {folder} does not exist; "
+            "create it first or choose another path."
+        )
     if not flag_values.output.endswith(".png"):
         raise UsageError(
             f"--output must end in .png, got {flag_values.output}."
@@ -84,9 +92,16 @@ def _module_images(path, per_class, seed, truncation):
             "pass a version folder such as <export_dir>/1."
         )
     module = tf.saved_model.load(path)
-    serve = module.signatures["serving_default"]
-    dim_z = serve.structured_input_signature[1]["z"].shape[-1]
-    num_classes = serve.structured_input_signature[1]["y"].shape[-1]
+    serve = getattr(module, "signatures", {}).get("serving_default")
+    inputs = serve.structured_input_signature[1] if serve else {}
+    if not {"z", "y", "truncation"} <= set(inputs):
+        raise UsageError(
+            f"--module={path} is a SavedModel but not a tfcv generator export "
+            "(its serving_default signature must take z, y and truncation); "
+            "pass a folder written by `tfcv export`."
+        )
+    dim_z = inputs["z"].shape[-1]
+    num_classes = inputs["y"].shape[-1]
     z, y = grid_latents(num_classes, per_class, dim_z, seed, truncation)
     outputs = serve(z=z, y=y, truncation=tf.constant(truncation))
     return outputs["default"].numpy(), num_classes

@@ -8,7 +8,7 @@ accuracy and Frechet distance, written to `evaluation.json`).
 
 Rerunning the same command resumes from the latest checkpoint in
 --model_dir; a different configuration there is an error. SIGTERM writes a
-checkpoint and exits cleanly.
+checkpoint and exits with status 143 (rerun to resume).
 
 Example:
   tfcv train --model_dir=runs/digits --steps=2000
@@ -27,6 +27,10 @@ from tfcv.training.gan_trainer import TrainConfig
 from tfcv.training.strategy import STRATEGIES
 
 DEFAULTS = TrainConfig()
+
+# 128 + SIGTERM: a preempted run is not a finished one, so that
+# `tfcv train ... && tfcv export ...` does not export a partial model.
+SIGTERM_EXIT_CODE = 143
 
 
 def define_flags(flag_values):
@@ -170,6 +174,13 @@ def main(flag_values):
         flag_values.strategy, flag_values.virtual_cpus, flag_values.tpu
     )
     chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UsageError(
+            f"--batch_size={config.batch_size} (global) is not divisible by "
+            f"the {replicas} replicas of the strategy; use a multiple of "
+            f"{replicas}."
+        )
     if chief:
         check_writable_directory(model_dir, "model_dir")
     jit = flag_values.jit_compile
@@ -210,7 +221,7 @@ def main(flag_values):
             f"Stopped by SIGTERM at step {int(trainer.step.numpy())}; "
             "checkpoint written. Rerun the same command to resume."
         )
-        return 0
+        return SIGTERM_EXIT_CODE
     samples_path = trainer.finalize()
     print(
         f"Trained to step {int(trainer.step.numpy())} in "
@@ -227,6 +238,7 @@ def main(flag_values):
             dataset=config.dataset,
             per_class=flag_values.eval_per_class,
         )
+        results["step"] = int(trainer.step.numpy())
         evaluation.write_results(model_dir, results)
         print(evaluation.format_results(results))
     print(f"Total time: {time.time() - started:.0f} s")

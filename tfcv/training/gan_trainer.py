@@ -118,10 +118,9 @@ def save_run_config(model_dir, config, model_config):
             for part in ("train", "model"):
                 old, new = existing.get(part, {}), record[part]
                 for key in sorted(set(old) | set(new)):
-                    if old.get(key) != new.get(key):
-                        differences.append(
-                            f"{key}={old.get(key)!r} (now {new.get(key)!r})"
-                        )
+                    text = f"{key}={old.get(key)!r} (now {new.get(key)!r})"
+                    if old.get(key) != new.get(key) and text not in differences:
+                        differences.append(text)
             raise ValueError(
                 f"--model_dir {model_dir} holds a run with a different "
                 f"configuration: {', '.join(differences)}. Use a new "
