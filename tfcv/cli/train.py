@@ -174,13 +174,10 @@ def main(flag_values):
         flag_values.strategy, flag_values.virtual_cpus, flag_values.tpu
     )
     chief = is_chief(strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise UsageError(
-            f"--batch_size={config.batch_size} (global) is not divisible by "
-            f"the {replicas} replicas of the strategy; use a multiple of "
-            f"{replicas}."
-        )
+    # Before creating --model_dir, so a rejected run leaves nothing behind.
+    from tfcv.training.gan_trainer import check_global_batch
+
+    check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if chief:
         check_writable_directory(model_dir, "model_dir")
     jit = flag_values.jit_compile

@@ -97,6 +97,20 @@ class TrainConfig:
             )
 
 
+def check_global_batch(batch_size, replicas):
+    """Raises ValueError unless the global batch splits evenly.
+
+    Raises:
+      ValueError: if `batch_size` is not a multiple of `replicas`.
+    """
+    if batch_size % replicas:
+        raise ValueError(
+            f"--batch_size={batch_size} (global) is not divisible by the "
+            f"{replicas} replicas of the strategy; use a multiple of "
+            f"{replicas}."
+        )
+
+
 def save_run_config(model_dir, config, model_config):
     """Writes (or checks against) `<model_dir>/config.json`.
 
@@ -168,13 +182,7 @@ class GANTrainer:
     def __init__(
         self, config, strategy, model_dir, jit_compile=False, is_chief=True
     ):
-        replicas = strategy.num_replicas_in_sync
-        if config.batch_size % replicas:
-            raise ValueError(
-                f"--batch_size={config.batch_size} (global) is not divisible "
-                f"by the {replicas} replicas of the strategy; use a multiple "
-                f"of {replicas}."
-            )
+        check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
         self.config = config
         self.strategy = strategy
         self.model_dir = model_dir
