@@ -73,6 +73,11 @@ def define_flags(flag_values):
     real("beta_1", DEFAULTS.beta_1, "Adam beta_1 (BigGAN: 0).")
     real("beta_2", DEFAULTS.beta_2, "Adam beta_2 (BigGAN: 0.999).")
     real("ema_decay", DEFAULTS.ema_decay, "Decay of G's weight EMA.")
+    real(
+        "orthogonal_regularization",
+        DEFAULTS.orthogonal_regularization,
+        "beta of BigGAN's orthogonal regularization of G (Eq. 3); 0 = off.",
+    )
     integer(
         "ema_start",
         DEFAULTS.ema_start,
@@ -157,6 +162,7 @@ def train_config_from_flags(flag_values):
         beta_2=flag_values.beta_2,
         ema_decay=flag_values.ema_decay,
         ema_start=flag_values.ema_start,
+        orthogonal_regularization=flag_values.orthogonal_regularization,
         seed=flag_values.seed,
     )
 

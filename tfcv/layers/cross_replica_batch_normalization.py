@@ -6,13 +6,21 @@ uses them (Brock, Donahue, Simonyan 2019, "Large Scale GAN Training for High
 Fidelity Natural Image Synthesis", arXiv:1809.11096, §3 and Appendix C.1).
 
 Training mode normalizes with the mean and variance of the *global* batch:
-each replica sums `x` and `x^2` over its examples and the sums are
+each replica sums `x`, `x^2` and its example count and the sums are
 all-reduced across replicas, so the result does not depend on how the batch
-is split. Inference mode normalizes with standing statistics: averages of
-batch statistics taken, after training, over many batches produced at each
-of a few truncation levels (`standing_levels`). At inference the statistics
-are interpolated linearly in the truncation, so an output depends only on
-its own input, never on the rest of the batch.
+is split, even unevenly. Inference mode normalizes with standing statistics
+(BigGAN Appendix C.1): after training, N forward passes with fresh noise run
+with batch statistics, and the standing mean and variance are the exact
+averages of those N passes' batch means and batch variances -- not a
+momentum average. One set is stored per truncation level
+(`standing_levels`); at inference the statistics are interpolated linearly
+in the truncation, so an output depends only on its own input, never on the
+rest of the batch.
+
+Collecting standing statistics, for each level index `i`:
+`start_standing_statistics()`, then N calls with `batch_statistics=True`
+(trace any `tf.function` after the start), then
+`finish_standing_statistics(i)`.
 
 Shapes: inputs `[B, H, W, C]` (or `[B, C]`); statistics `[L, C]` for `L`
 standing levels.
@@ -107,7 +115,7 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
         self.center = center
         self.scale = scale
         self.standing_levels = tuple(levels)
-        self.last_batch_moments = None
+        self.accumulating = False
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -124,6 +132,7 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            experimental_autocast=False,
         )
         self.standing_variance = self.add_weight(
             name="standing_variance",
@@ -131,6 +140,24 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
             initializer="ones",
             trainable=False,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            experimental_autocast=False,
+        )
+        # Σ over passes of [batch mean; batch variance], and the pass count.
+        self.standing_accumulator = self.add_weight(
+            name="standing_accumulator",
+            shape=(2, self.channels),
+            initializer="zeros",
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            experimental_autocast=False,
+        )
+        self.standing_passes = self.add_weight(
+            name="standing_passes",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            experimental_autocast=False,
         )
         if self.scale:
             self.gamma = self.add_weight(
@@ -174,12 +201,50 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
         if use_batch:
             axes = list(range(inputs.shape.rank - 1))
             mean, variance = global_moments(inputs, axes)
-            self.last_batch_moments = (mean, variance)
+            if self.accumulating:
+                self.standing_accumulator.assign_add(
+                    tf.stack([mean, variance])
+                )
+                self.standing_passes.assign_add(1.0)
         else:
             mean, variance = self._standing_moments(truncation)
         inv = tf.math.rsqrt(variance + self.epsilon)
         normalized = (tf.cast(inputs, tf.float32) - mean) * inv
         return tf.cast(normalized, inputs.dtype)
+
+    def start_standing_statistics(self):
+        """Zeroes the accumulator; later batch-statistics calls add to it."""
+        self.standing_accumulator.assign(
+            tf.zeros_like(self.standing_accumulator)
+        )
+        self.standing_passes.assign(0.0)
+        self.accumulating = True
+
+    def finish_standing_statistics(self, level_index=0):
+        """Stores the passes' average moments as level `level_index`'s."""
+        if not 0 <= level_index < len(self.standing_levels):
+            raise ValueError(
+                f"`level_index` must be in [0, {len(self.standing_levels)}) "
+                f"for standing_levels={self.standing_levels}, got "
+                f"{level_index!r}."
+            )
+        passes = float(self.standing_passes.numpy())
+        if passes < 1:
+            raise ValueError(
+                f"Layer {self.name!r} saw no batch-statistics pass since "
+                "start_standing_statistics(); call it with "
+                "batch_statistics=True at least once."
+            )
+        # [2, C] / N: the average batch mean and batch variance.
+        average = self.standing_accumulator.numpy() / passes
+        for variable, row in (
+            (self.standing_mean, average[0]),
+            (self.standing_variance, average[1]),
+        ):
+            values = variable.numpy()
+            values[level_index] = row
+            variable.assign(values)
+        self.accumulating = False
 
     def call(
         self, inputs, training=False, truncation=1.0, batch_statistics=None

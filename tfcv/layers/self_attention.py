@@ -38,7 +38,8 @@ class SelfAttention(tf_keras.layers.Layer):
 
     Call arguments:
       inputs: `[B, H, W, C]`; H and W even when `pool_keys`.
-      training: Python bool (updates spectral-norm vectors).
+      training: Python bool or boolean tensor (updates spectral-norm
+        vectors).
       return_attention: if true, also return β `[B, H·W, N_keys]`.
 
     Example:
@@ -65,6 +66,8 @@ class SelfAttention(tf_keras.layers.Layer):
                 raise ValueError(
                     f"`{name}` must be an integer >= 1, got {value!r}."
                 )
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
         self.key_divisor = key_divisor
         self.value_divisor = value_divisor
         self.pool_keys = pool_keys
@@ -90,6 +93,13 @@ class SelfAttention(tf_keras.layers.Layer):
                 f"got shape {tuple(input_shape)}."
             )
         channels = int(input_shape[-1])
+        odd = [size for size in input_shape[1:3] if size and size % 2]
+        if self.pool_keys and odd:
+            raise ValueError(
+                "SelfAttention with `pool_keys=True` needs even H and W, got "
+                f"shape {tuple(input_shape)}; pass pool_keys=False or pad "
+                "the input."
+            )
         key_channels = channels // self.key_divisor
         value_channels = channels // self.value_divisor
         if key_channels < 1 or value_channels < 1:
@@ -109,8 +119,10 @@ class SelfAttention(tf_keras.layers.Layer):
 
     def call(self, inputs, training=False, return_attention=False):
         kwargs = {"training": training} if self.spectral_norm else {}
-        height, width = inputs.shape[1], inputs.shape[2]
-        batch = tf.shape(inputs)[0]
+        dynamic_shape = tf.shape(inputs)
+        batch = dynamic_shape[0]
+        height = inputs.shape[1] or dynamic_shape[1]
+        width = inputs.shape[2] or dynamic_shape[2]
 
         # 1x1 projections; keys and values optionally pooled 2x2.
         queries = self.query_conv(inputs, **kwargs)

@@ -21,9 +21,13 @@ Matrix view of the kernel: Dense `[in, out]` and Conv2D `[h, w, in, out]` are
 reshaped to `[-1, out]`; Conv2DTranspose `[h, w, out, in]` is transposed to
 put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
 
-Deviations from the paper: None. Under `tf.distribute` every replica computes
-the same `u` update from the same mirrored `W`; the variable is aggregated
-with `ONLY_FIRST_REPLICA`, so replicas never disagree.
+`training` may be a Python bool or a boolean tensor (then `tf.cond` picks).
+σ is computed in float32 under mixed precision, and `u` is normalized as
+`u / max(|u|, ε)`, so ε never biases σ. Under `tf.distribute` every
+replica computes the same `u` update from the same mirrored `W` and `u`; the
+variable is aggregated with `ONLY_FIRST_REPLICA`, so replicas never disagree.
+
+Deviations from the paper: None.
 """
 
 import tensorflow as tf
@@ -31,7 +35,8 @@ import tf_keras
 
 
 def _l2_normalize(vector, epsilon):
-    return vector / (tf.norm(vector) + epsilon)
+    # Exact unit norm unless the norm is below epsilon (as the authors').
+    return vector / tf.maximum(tf.norm(vector), epsilon)
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
@@ -43,12 +48,13 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         Embedding, `embeddings`) variable.
       power_iterations: `int >= 1`, power-iteration steps per training call
         (default 1, as in the paper).
-      epsilon: `float > 0` added to norms to avoid division by zero
+      epsilon: `float > 0`, the smallest norm power iteration divides by
         (default 1e-4, BigGAN's value).
 
     Call arguments:
       inputs: what the wrapped layer takes.
-      training: if true, run power iteration and update `u`.
+      training: Python bool or boolean tensor; if true, run power
+        iteration and update `u`.
 
     Example:
       >>> dense = SpectralNormalization(tf_keras.layers.Dense(8))
@@ -98,6 +104,7 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
             trainable=False,
             synchronization=tf.VariableSynchronization.ON_WRITE,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            experimental_autocast=False,
         )
         super().build(input_shape)
 
@@ -108,22 +115,50 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         # [..., out] -> [N, out]
         return tf.reshape(kernel, [-1, kernel.shape[-1]])
 
-    def normalized_kernel(self, training=False):
-        """Returns `W / σ(W)`, updating `u` first when `training`."""
-        matrix = self._as_matrix(self.kernel)
-        u = tf.cast(self.u, matrix.dtype)
+    def _power_iteration(self, matrix, u):
+        """Algorithm 1: `power_iterations` steps from `u`; returns new `u`."""
+        for _ in range(self.power_iterations):
+            # v = W u / |W u|: [1, out] x [out, N] -> [1, N]
+            v = _l2_normalize(
+                tf.matmul(u, matrix, transpose_b=True), self.epsilon
+            )
+            # u = W^T v / |W^T v|: [1, N] x [N, out] -> [1, out]
+            u = _l2_normalize(tf.matmul(v, matrix), self.epsilon)
+        return tf.stop_gradient(u)
 
-        # Power iteration (Algorithm 1): v = W u / |W u|, u = W^T v / |W^T v|.
-        if training:
-            for _ in range(self.power_iterations):
-                # [1, out] x [out, N] -> [1, N]
-                v = _l2_normalize(
-                    tf.matmul(u, matrix, transpose_b=True), self.epsilon
-                )
-                # [1, N] x [N, out] -> [1, out]
-                u = _l2_normalize(tf.matmul(v, matrix), self.epsilon)
-            u = tf.stop_gradient(u)
-            self.u.assign(tf.cast(u, self.u.dtype))
+    def _stored_u(self, dtype):
+        # Read in `dtype` even where mixed precision would autocast `u`.
+        return tf.cast(tf.convert_to_tensor(self.u), dtype)
+
+    def _updated_u(self, matrix):
+        """Runs power iteration, stores the result in `self.u`, returns it."""
+        u = self._power_iteration(matrix, self._stored_u(matrix.dtype))
+        self.u.assign(u)
+        return u
+
+    def normalized_kernel(self, training=False):
+        """Returns `W / σ(W)`, updating `u` first when `training`.
+
+        σ is computed in float32 when the kernel is read in a 16-bit
+        dtype (mixed precision); the result has the kernel's read dtype.
+        """
+        kernel = tf.convert_to_tensor(self.kernel)
+        matrix = self._as_matrix(kernel)
+        if matrix.dtype in (tf.float16, tf.bfloat16):
+            matrix = tf.cast(matrix, tf.float32)
+
+        # Power iteration only in training; a tensor flag picks at run time.
+        if isinstance(training, bool):
+            if training:
+                u = self._updated_u(matrix)
+            else:
+                u = self._stored_u(matrix.dtype)
+        else:
+            u = tf.cond(
+                tf.cast(training, tf.bool),
+                lambda: self._updated_u(matrix),
+                lambda: self._stored_u(matrix.dtype),
+            )
         v = tf.stop_gradient(
             _l2_normalize(tf.matmul(u, matrix, transpose_b=True), self.epsilon)
         )
@@ -131,16 +166,13 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         # σ(W) = v^T W u (Eq. 7); the gradient flows through W here.
         # [1, N] x [N, out] x [out, 1] -> [1, 1]
         sigma = tf.matmul(tf.matmul(v, matrix), u, transpose_b=True)
-        return self.kernel / tf.squeeze(sigma)
+        return kernel / tf.cast(tf.squeeze(sigma), kernel.dtype)
 
     def call(self, inputs, training=None):
         if training is None:
             training = tf_keras.backend.learning_phase()
-        training = bool(training) if not tf.is_tensor(training) else training
-        if tf.is_tensor(training):
-            raise ValueError(
-                "`training` must be a Python bool for SpectralNormalization."
-            )
+        if not tf.is_tensor(training):
+            training = bool(training)
         attribute = self._kernel_attribute()
         raw_kernel = getattr(self.layer, attribute)
         normalized = self.normalized_kernel(training=training)

@@ -38,6 +38,7 @@ from tfcv.losses import hinge_discriminator_loss
 from tfcv.losses import hinge_generator_loss
 from tfcv.models import MODELS
 from tfcv.models import BigGANGenerator
+from tfcv.regularizers import orthogonal_penalty
 from tfcv.training import ema
 from tfcv.training import samples
 from tfcv.training.standing_statistics import collect_standing_statistics
@@ -64,6 +65,9 @@ class TrainConfig:
       ema_decay: decay of G's weight average (Appendix C: 0.9999 over
         hundreds of thousands of steps; 0.999 suits short runs).
       ema_start: steps before the average starts (Appendix C: 20k).
+      orthogonal_regularization: β of the off-diagonal orthogonal
+        regularization of G's kernels (§3.1, Eq. 3: 1e-4); 0 turns it off.
+        The shared class embedding is exempt, as in the authors' code.
       seed: seeds initialization and every random draw.
     """
 
@@ -79,6 +83,7 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     ema_decay: float = 0.999
     ema_start: int = 500
+    orthogonal_regularization: float = 1e-4
     seed: int = 0
 
     def __post_init__(self):
@@ -91,6 +96,11 @@ class TrainConfig:
                 raise ValueError(
                     f"`{name}` must be >= 1, got {getattr(self, name)}."
                 )
+        if self.orthogonal_regularization < 0:
+            raise ValueError(
+                "`orthogonal_regularization` must be >= 0, got "
+                f"{self.orthogonal_regularization}."
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(
                 f"`ema_decay` must be in [0, 1), got {self.ema_decay}."
@@ -346,10 +356,27 @@ class GANTrainer:
                 hinge_generator_loss(logits),
                 global_batch_size=self.config.batch_size,
             )
+            objective = loss + self._orthogonal_penalty()
         variables = self.generator.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(objective, variables)
         self.g_optimizer.apply_gradients(zip(gradients, variables))
         return loss
+
+    def _orthogonal_penalty(self):
+        """Eq. 3 over G's kernels, split so that the replicas sum to it."""
+        beta = self.config.orthogonal_regularization
+        if not beta:
+            return 0.0
+        exempt = {id(self.generator.shared_embedding.kernel)}
+        penalty = tf.add_n(
+            [
+                orthogonal_penalty(variable, beta)
+                for variable in self.generator.trainable_variables
+                if variable.shape.rank >= 2 and id(variable) not in exempt
+            ]
+        )
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        return penalty / replicas
 
     def _replica_step(self, step):
         d_loss = 0.0

@@ -11,7 +11,6 @@ Deviations from the paper: see `CrossReplicaBatchNormalization` (one set of
 statistics per truncation level, interpolated).
 """
 
-import numpy as np
 import tensorflow as tf
 
 
@@ -44,13 +43,15 @@ def collect_standing_statistics(
     config = generator.config
     layers = generator.batch_norm_layers()
 
-    @tf.function(reduce_retracing=True)
-    def batch_moments(z, y):
-        generator((z, y), training=False, batch_statistics=True)
-        return [layer.last_batch_moments for layer in layers]
-
     for level_index, level in enumerate(layers[0].standing_levels):
-        sums = None
+        for layer in layers:
+            layer.start_standing_statistics()
+
+        # Traced after the start, so the layers add each pass's moments.
+        @tf.function(reduce_retracing=True)
+        def accumulate(z, y):
+            generator((z, y), training=False, batch_statistics=True)
+
         for batch in range(num_batches):
             z, y = sample_latents(
                 batch_size,
@@ -59,27 +60,6 @@ def collect_standing_statistics(
                 seed=seed * 100_003 + level_index * 1_009 + batch,
                 truncation=level,
             )
-            moments = [
-                (mean.numpy(), variance.numpy())
-                for mean, variance in batch_moments(z, y)
-            ]
-            if sums is None:
-                sums = moments
-            else:
-                sums = [
-                    (a + mean, b + variance)
-                    for (a, b), (mean, variance) in zip(sums, moments)
-                ]
-        for layer, (mean_sum, variance_sum) in zip(layers, sums):
-            _assign_row(
-                layer.standing_mean, level_index, mean_sum / num_batches
-            )
-            _assign_row(
-                layer.standing_variance, level_index, variance_sum / num_batches
-            )
-
-
-def _assign_row(variable, row, values):
-    current = variable.numpy()
-    current[row] = np.asarray(values, current.dtype)
-    variable.assign(current)
+            accumulate(z, y)
+        for layer in layers:
+            layer.finish_standing_statistics(level_index)
