@@ -163,9 +163,9 @@ def test_spectral_normalization_rejects_bad_arguments():
         SpectralNormalization(tf_keras.layers.ReLU())(np.ones([1, 2]))
 
 
-def _numpy_batch_norm(x, epsilon):
-    mean = x.mean(axis=(0, 1, 2))
-    variance = x.var(axis=(0, 1, 2))
+def _numpy_batch_norm(x, epsilon, axis=(0, 1, 2)):
+    mean = x.mean(axis=axis)
+    variance = x.var(axis=axis)
     return (x - mean) / np.sqrt(variance + epsilon)
 
 
@@ -301,6 +301,22 @@ def test_standing_statistics_are_exact_averages_of_the_passes():
     )
     np.testing.assert_array_equal(layer.standing_mean.numpy()[0], 0.0)
     assert not layer.accumulating
+
+
+def test_batch_norm_accepts_a_tensor_training_flag():
+    layer = CrossReplicaBatchNormalization(center=False, scale=False)
+    inputs = 3 + 2 * np.random.RandomState(0).randn(6, 4).astype(np.float32)
+    call = tf.function(lambda x, flag: layer(x, training=flag))
+
+    batch = call(inputs, tf.constant(True)).numpy()
+    standing = call(inputs, tf.constant(False)).numpy()
+
+    np.testing.assert_allclose(
+        batch, _numpy_batch_norm(inputs, 1e-4, 0), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        standing, inputs / np.sqrt(1 + 1e-4), rtol=1e-6
+    )
 
 
 def test_standing_statistics_reject_bad_use():

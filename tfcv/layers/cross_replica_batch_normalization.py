@@ -83,7 +83,8 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
 
     Call arguments:
       inputs: `[B, ..., C]`.
-      training: Python bool; true uses the global batch's statistics.
+      training: Python bool or boolean tensor; true uses the global
+        batch's statistics.
       truncation: scalar; which standing statistics to use at inference.
       batch_statistics: overrides `training` for the choice of statistics
         only (used to collect standing statistics without training).
@@ -195,17 +196,26 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
         )
         return mean, variance
 
+    def _batch_moments(self, inputs):
+        """Global-batch moments, added to the accumulator when collecting."""
+        axes = list(range(inputs.shape.rank - 1))
+        mean, variance = global_moments(inputs, axes)
+        if self.accumulating:
+            self.standing_accumulator.assign_add(tf.stack([mean, variance]))
+            self.standing_passes.assign_add(1.0)
+        return mean, variance
+
     def normalize(self, inputs, training, truncation, batch_statistics):
         """Returns `(x - μ) / sqrt(σ² + ε)` in the input's dtype."""
         use_batch = training if batch_statistics is None else batch_statistics
-        if use_batch:
-            axes = list(range(inputs.shape.rank - 1))
-            mean, variance = global_moments(inputs, axes)
-            if self.accumulating:
-                self.standing_accumulator.assign_add(
-                    tf.stack([mean, variance])
-                )
-                self.standing_passes.assign_add(1.0)
+        if tf.is_tensor(use_batch):
+            mean, variance = tf.cond(
+                tf.cast(use_batch, tf.bool),
+                lambda: self._batch_moments(inputs),
+                lambda: self._standing_moments(truncation),
+            )
+        elif use_batch:
+            mean, variance = self._batch_moments(inputs)
         else:
             mean, variance = self._standing_moments(truncation)
         inv = tf.math.rsqrt(variance + self.epsilon)
