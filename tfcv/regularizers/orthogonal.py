@@ -18,6 +18,7 @@ Note also that a Conv2DTranspose kernel `[h, w, out, in]` has the *input*
 channels last, so the penalty decorrelates its input channels.)
 """
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -52,11 +53,18 @@ def orthogonal_penalty(kernel, beta=1e-4, mode="off_diagonal"):
     kernel = tf.cast(kernel, tf.float32)
 
     # [..., C_out] -> [N, C_out]; Gram matrix [C_out, N] x [N, C_out].
-    matrix = tf.reshape(kernel, [-1, tf.shape(kernel)[-1]])
+    columns = kernel.shape[-1]
+    if columns is None:
+        columns = tf.shape(kernel)[-1]
+    matrix = tf.reshape(kernel, [-1, columns])
     gram = tf.matmul(matrix, matrix, transpose_a=True)
-    identity = tf.eye(tf.shape(gram)[0], dtype=gram.dtype)
 
-    # Eq. 3 masks the diagonal; Eq. 2 subtracts the identity.
+    # Eq. 3 masks the diagonal; Eq. 2 subtracts the identity. With a static
+    # C_out the mask is a constant (fewer ops in every training step).
+    if isinstance(columns, int):
+        identity = tf.constant(np.eye(columns, dtype=np.float32))
+    else:
+        identity = tf.eye(columns, dtype=gram.dtype)
     if mode == "off_diagonal":
         residual = gram * (1.0 - identity)
     else:
