@@ -7,7 +7,6 @@ and TF Serving users would use it, and the command's answers to bad input.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 

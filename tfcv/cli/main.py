@@ -149,7 +149,11 @@ def _quiet_import_tensorflow():
 
 
 def _one_line(error):
-    text = str(error).strip().splitlines()
+    # Keras wraps a layer's error as "Exception encountered when calling
+    # layer ...", then a blank line, then the real message: show that one.
+    text = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(text) > 1 and text[0].startswith("Exception encountered when"):
+        text = text[1:]
     message = text[0] if text else type(error).__name__
     if isinstance(error, OSError) and error.filename:
         message = f"{error.strerror or message}: {error.filename}"

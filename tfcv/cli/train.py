@@ -24,9 +24,22 @@ from tfcv.cli.main import UsageError
 from tfcv.data import DATASETS
 from tfcv.models import MODELS
 from tfcv.training.gan_trainer import TrainConfig
+from tfcv.training.gan_trainer import recipe_config
 from tfcv.training.strategy import STRATEGIES
 
 DEFAULTS = TrainConfig()
+RECIPE_FLAGS = (
+    "batch_size",
+    "d_steps",
+    "ch",
+    "g_learning_rate",
+    "d_learning_rate",
+    "beta_1",
+    "beta_2",
+    "ema_decay",
+    "ema_start",
+    "orthogonal_regularization",
+)
 
 # 128 + SIGTERM: a preempted run is not a finished one, so that
 # `tfcv train ... && tfcv export ...` does not export a partial model.
@@ -61,27 +74,28 @@ def define_flags(flag_values):
         "Train until this many G steps (total, so a "
         "resumed run continues to the same end).",
     )
-    integer(
-        "batch_size",
-        DEFAULTS.batch_size,
-        "Global batch size of each D and G update.",
-    )
-    integer("d_steps", DEFAULTS.d_steps, "D updates per G update.")
-    integer("ch", DEFAULTS.ch, "Channel multiplier of G and D.")
-    real("g_learning_rate", DEFAULTS.g_learning_rate, "G's Adam rate.")
-    real("d_learning_rate", DEFAULTS.d_learning_rate, "D's Adam rate.")
-    real("beta_1", DEFAULTS.beta_1, "Adam beta_1 (BigGAN: 0).")
-    real("beta_2", DEFAULTS.beta_2, "Adam beta_2 (BigGAN: 0.999).")
-    real("ema_decay", DEFAULTS.ema_decay, "Decay of G's weight EMA.")
-    real(
+    def recipe(define, name, help_text):
+        # None = the --model's paper recipe (tfcv.training.RECIPES).
+        define(
+            name,
+            None,
+            f"{help_text} Default: the --model's recipe "
+            f"(biggan_digits_32: {getattr(DEFAULTS, name)}).",
+        )
+
+    recipe(integer, "batch_size", "Global batch size of each D/G update.")
+    recipe(integer, "d_steps", "D updates per G update.")
+    recipe(integer, "ch", "Channel multiplier of G and D.")
+    recipe(real, "g_learning_rate", "G's Adam rate.")
+    recipe(real, "d_learning_rate", "D's Adam rate.")
+    recipe(real, "beta_1", "Adam beta_1.")
+    recipe(real, "beta_2", "Adam beta_2.")
+    recipe(real, "ema_decay", "Decay of G's weight EMA.")
+    recipe(integer, "ema_start", "Step from which the EMA averages.")
+    recipe(
+        real,
         "orthogonal_regularization",
-        DEFAULTS.orthogonal_regularization,
         "beta of BigGAN's orthogonal regularization of G (Eq. 3); 0 = off.",
-    )
-    integer(
-        "ema_start",
-        DEFAULTS.ema_start,
-        "Step from which the EMA averages (before: copies G).",
     )
     integer("seed", DEFAULTS.seed, "Seed of initialization and sampling.")
     flags.DEFINE_enum(
@@ -143,27 +157,24 @@ def validate(flag_values):
         "virtual_cpus",
         "eval_per_class",
     ):
-        if flag_values[name].value < 1:
+        value = flag_values[name].value
+        if value is not None and value < 1:
             raise UsageError(
                 f"--{name} must be >= 1, got {flag_values[name].value}."
             )
 
 
 def train_config_from_flags(flag_values):
-    return TrainConfig(
-        model=flag_values.model,
+    overrides = {
+        name: flag_values[name].value
+        for name in RECIPE_FLAGS
+        if flag_values[name].value is not None
+    }
+    return recipe_config(
+        flag_values.model,
         dataset=flag_values.dataset,
-        ch=flag_values.ch,
-        batch_size=flag_values.batch_size,
-        d_steps=flag_values.d_steps,
-        g_learning_rate=flag_values.g_learning_rate,
-        d_learning_rate=flag_values.d_learning_rate,
-        beta_1=flag_values.beta_1,
-        beta_2=flag_values.beta_2,
-        ema_decay=flag_values.ema_decay,
-        ema_start=flag_values.ema_start,
-        orthogonal_regularization=flag_values.orthogonal_regularization,
         seed=flag_values.seed,
+        **overrides,
     )
 
 

@@ -7,13 +7,23 @@ Figure 15 (a) and (c).
 Generator block: BN(c) -> ReLU -> upsample x2 -> conv3x3 -> BN(c) -> ReLU ->
 conv3x3, plus an upsampled 1x1-convolution skip; `c` is the block's
 conditioning vector. Discriminator block: (ReLU) -> conv3x3 -> ReLU ->
-conv3x3 -> average-pool x2, plus a 1x1-convolution and pooled skip. Every
-convolution is spectrally normalized.
+conv3x3 -> average-pool x2, plus a skip that is pooled and, where the
+channel count changes, goes through a 1x1 convolution. Every convolution is
+spectrally normalized and has a bias.
 
 Shapes: `[B, H, W, C]` in, `[B, 2H, 2W, C']` (G) or `[B, H/2, W/2, C']` (D)
 out.
 
-Deviations from the paper: None.
+Deviations from the paper: Figure 15 (c) draws a 1x1 convolution in the
+skip of every D block, while Appendix B's text uses one "whenever the
+number of channels needs to change". We follow the text, as Google's
+TensorFlow re-implementation (compare_gan) does; its parameter counts are
+the ones our tests check (D at 256 and 512 has down-blocks from 8ch to 8ch
+and, at 512, from ch to ch). compare_gan drops the skip of such blocks
+altogether; we keep an identity (pooled) skip, which has no parameters
+either. BigGAN-PyTorch instead puts the 1x1 convolution in every
+downsampling block (590,592 more parameters in D at 256 and 599,904 more
+at 512, with ch = 96).
 """
 
 import tensorflow as tf
@@ -35,6 +45,14 @@ def sn_conv(filters, kernel_size, epsilon, name):
         name=name,
     )
     return SpectralNormalization(conv, epsilon=epsilon, name=f"sn_{name}")
+
+
+def sn_dense(units, epsilon, name, use_bias=True):
+    """A spectrally normalized, orthogonally initialized Dense layer."""
+    dense = tf_keras.layers.Dense(
+        units, use_bias=use_bias, kernel_initializer="orthogonal", name=name
+    )
+    return SpectralNormalization(dense, epsilon=epsilon, name=f"sn_{name}")
 
 
 def upsample(inputs):
@@ -126,6 +144,9 @@ class DiscriminatorBlock(tf_keras.layers.Layer):
       preactivation: `bool`, ReLU before the first conv (False for the
         first block, which sees the image).
       epsilon: SN epsilon (BigGAN: 1e-4).
+
+    The skip is a 1x1 convolution only when `C != C'`; otherwise the
+    identity (pooled when downsampling).
     """
 
     def __init__(
@@ -145,9 +166,9 @@ class DiscriminatorBlock(tf_keras.layers.Layer):
     def build(self, input_shape):
         self.conv_1 = sn_conv(self.filters, 3, self.epsilon, "conv_1")
         self.conv_2 = sn_conv(self.filters, 3, self.epsilon, "conv_2")
-        self.learnable_skip = (
-            int(input_shape[-1]) != self.filters or self.downsample
-        )
+        # NOTE: Figure 15 (c) has a 1x1 skip conv in every block; we use
+        # one only where channels change, as Appendix B's text says.
+        self.learnable_skip = int(input_shape[-1]) != self.filters
         if self.learnable_skip:
             self.conv_skip = sn_conv(self.filters, 1, self.epsilon, "conv_skip")
         super().build(input_shape)
@@ -160,17 +181,15 @@ class DiscriminatorBlock(tf_keras.layers.Layer):
         if self.downsample:
             hidden = downsample(hidden)
 
-        # Skip branch: conv then pool after a preactivation, else the reverse.
+        # Skip branch: conv then pool after a preactivation, else the reverse,
+        # in the authors' order (both maps are linear, so they commute).
         skip = inputs
-        if self.learnable_skip:
-            if self.preactivation:
-                skip = self.conv_skip(skip, training=training)
-                if self.downsample:
-                    skip = downsample(skip)
-            else:
-                if self.downsample:
-                    skip = downsample(skip)
-                skip = self.conv_skip(skip, training=training)
+        if self.learnable_skip and self.preactivation:
+            skip = self.conv_skip(skip, training=training)
+        if self.downsample:
+            skip = downsample(skip)
+        if self.learnable_skip and not self.preactivation:
+            skip = self.conv_skip(skip, training=training)
         return hidden + skip
 
     def get_config(self):

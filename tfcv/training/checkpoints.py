@@ -2,8 +2,7 @@
 
 import tensorflow as tf
 
-from tfcv.models import BigGANConfig
-from tfcv.models import BigGANGenerator
+from tfcv.models import generator_from_config
 from tfcv.training.gan_trainer import load_run_config
 from tfcv.training.standing_statistics import collect_standing_statistics
 
@@ -27,8 +26,10 @@ def load_ema_generator(model_dir):
             f"--model_dir {model_dir} holds no checkpoint; train first with "
             f"`tfcv train --model_dir={model_dir}`."
         )
-    config = BigGANConfig.from_dict(model_config)
-    generator = BigGANGenerator(config, name="ema")
+    generator = generator_from_config(
+        train_config.model, model_config, name="ema"
+    )
+    config = generator.config
     generator(
         (tf.zeros([1, config.dim_z]), tf.one_hot([0], config.num_classes))
     )

@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from tfcv.data import get_dataset
 from tfcv.metrics import classifier_features
@@ -41,6 +42,10 @@ def evaluate_generator(
     heldout_images, _, num_classes = get_dataset(dataset, "heldout")
     labels = np.repeat(np.arange(num_classes), per_class)
     images = generate(generator, labels, seed=seed)
+    side = heldout_images.shape[1]
+    if images.shape[1] != side:
+        # The judge sees the digits at their native 32x32.
+        images = tf.image.resize(images, [side, side], "area").numpy()
     predicted = classify(judge, images)
     per_class_accuracy, mean_accuracy = conditional_accuracy(
         predicted, labels, num_classes

@@ -33,11 +33,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tfcv.data import DATASETS
 from tfcv.data import get_dataset
 from tfcv.losses import hinge_discriminator_loss
 from tfcv.losses import hinge_generator_loss
 from tfcv.models import MODELS
-from tfcv.models import BigGANGenerator
+from tfcv.models import generator_from_config
 from tfcv.regularizers import orthogonal_penalty
 from tfcv.training import ema
 from tfcv.training import samples
@@ -105,6 +106,58 @@ class TrainConfig:
             raise ValueError(
                 f"`ema_decay` must be in [0, 1), got {self.ema_decay}."
             )
+
+
+# The papers' optimisation per preset, as overrides of TrainConfig's digits
+# defaults. BigGAN and BigGAN-deep: Appendix C (batch 2048 from Table 1).
+# SAGAN: §5 (Adam β = (0, 0.9), TTUR 1e-4 / 4e-4, 1:1 updates); its batch
+# of 256 and the absence of orthogonal regularization are the authors' code.
+_BIGGAN_RECIPE = {
+    "ch": 96,
+    "batch_size": 2048,
+    "d_steps": 2,
+    "g_learning_rate": 5e-5,
+    "d_learning_rate": 2e-4,
+    "beta_1": 0.0,
+    "beta_2": 0.999,
+    "ema_decay": 0.9999,
+    "ema_start": 20_000,
+    "orthogonal_regularization": 1e-4,
+}
+RECIPES = {
+    "biggan_digits_32": {},
+    "biggan_128": _BIGGAN_RECIPE,
+    "biggan_256": _BIGGAN_RECIPE,
+    "biggan_512": _BIGGAN_RECIPE,
+    "biggan_deep_128": {**_BIGGAN_RECIPE, "ch": 128},
+    "biggan_deep_256": {**_BIGGAN_RECIPE, "ch": 128},
+    "biggan_deep_512": {**_BIGGAN_RECIPE, "ch": 128},
+    "sagan_128": {
+        "ch": 64,
+        "batch_size": 256,
+        "d_steps": 1,
+        "g_learning_rate": 1e-4,
+        "d_learning_rate": 4e-4,
+        "beta_1": 0.0,
+        "beta_2": 0.9,
+        "ema_decay": 0.9999,
+        "ema_start": 20_000,
+        "orthogonal_regularization": 0.0,
+    },
+}
+
+
+def recipe_config(model, **overrides):
+    """`TrainConfig` for `model` with its paper recipe, then `overrides`.
+
+    Raises:
+      ValueError: if `model` is not a name in `tfcv.models.MODELS`.
+    """
+    if model not in RECIPES:
+        raise ValueError(
+            f"Unknown model {model!r}; available: {sorted(RECIPES)}."
+        )
+    return TrainConfig(model=model, **{**RECIPES[model], **overrides})
 
 
 def check_global_batch(batch_size, replicas):
@@ -197,10 +250,7 @@ class GANTrainer:
         self.strategy = strategy
         self.model_dir = model_dir
         self.is_chief = is_chief
-        images, labels, num_classes = get_dataset(config.dataset, "train")
-        self.num_classes = num_classes
-        self.images = tf.constant(images)
-        self.labels = tf.constant(labels)
+        self.num_classes = num_classes = DATASETS[config.dataset][1]
 
         tf_keras.utils.set_random_seed(config.seed)
         with strategy.scope():
@@ -209,9 +259,16 @@ class GANTrainer:
                 ch=config.ch, num_classes=num_classes
             )
             self.model_config = model_config
+            images, labels, _ = get_dataset(
+                config.dataset, "train", image_size=model_config.resolution
+            )
+            self.images = tf.constant(images)
+            self.labels = tf.constant(labels)
             self.generator = generator
             self.discriminator = discriminator
-            self.ema_generator = BigGANGenerator(model_config, name="ema")
+            self.ema_generator = generator_from_config(
+                config.model, model_config, name="ema"
+            )
             self._build_models()
             self.g_optimizer = self._adam(config.g_learning_rate, "g_adam")
             self.d_optimizer = self._adam(config.d_learning_rate, "d_adam")
@@ -367,12 +424,12 @@ class GANTrainer:
         beta = self.config.orthogonal_regularization
         if not beta:
             return 0.0
-        exempt = {id(self.generator.shared_embedding.kernel)}
         penalty = tf.add_n(
             [
                 orthogonal_penalty(variable, beta)
-                for variable in self.generator.trainable_variables
-                if variable.shape.rank >= 2 and id(variable) not in exempt
+                for variable in (
+                    self.generator.orthogonal_regularization_variables()
+                )
             ]
         )
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync

@@ -35,7 +35,7 @@ def collect_standing_statistics(
     """Sets every BN layer's standing statistics from fresh batches.
 
     Args:
-      generator: a `BigGANGenerator` (built).
+      generator: a built generator of `tfcv.models` (any family).
       num_batches: batches averaged per truncation level.
       batch_size: examples per batch.
       seed: integer seed; the same seed gives the same statistics.

@@ -1,0 +1,489 @@
+"""BigGAN-deep: a class-conditional generator and projection discriminator.
+
+Reference: Brock, Donahue, Simonyan (2019), "Large Scale GAN Training for
+High Fidelity Natural Image Synthesis", arXiv:1809.11096, Appendix B
+(Figure 16, Tables 7-9) and Appendix C (ε, orthogonal initialization,
+spectral norm); self-attention from Zhang et al. (2019), arXiv:1805.08318;
+projection discriminator from Miyato & Koyama (2018), arXiv:1802.05637.
+
+Generator: the whole latent z `[B, dim_z]` is concatenated with the shared
+class embedding `E y` into `c [B, dim_z + shared_dim]` (no chunks). A linear
+layer maps `c` to a `[4, 4, 16 ch]` map; each resolution stage holds
+`blocks_per_resolution` bottleneck blocks, all batch norms conditioned on
+`c`, of which only the last upsamples and narrows; one self-attention block
+follows the stage that reaches `attention_resolution`; then BN, ReLU, 3x3
+conv to RGB and tanh. The class input `y` is one-hot (or any mixture of
+classes) `[B, K]`, so both class embeddings are linear maps of `y`.
+
+Discriminator, the reflection of G: a 3x3 conv from RGB to `ch` channels,
+stages of blocks whose first block pools and widens, self-attention at
+`attention_resolution`, ReLU, global sum pooling to `h [B, C]`, and the
+projection output `w·h + b + <E_D y, h>`.
+
+Shapes: `B` batch, `K` classes, `R` resolution; images `[B, R, R, 3]` in
+[-1, 1].
+
+Deviations from the paper: None from Tables 7-9. Choices the paper leaves
+open follow the authors' BigGAN-PyTorch code (`BigGANdeep.py`); with them
+BigGAN-deep-128 at ch 128 has exactly 50,244,484 (G) and 34,590,210 (D)
+trainable parameters:
+
+- every convolution and the G and D linear layers carry a bias; the
+  conditional-BN projections (input `dim_z + shared_dim`), the attention
+  convolutions and the class embeddings do not;
+- bottleneck width `C_in / 4` in G and `C_out / 4` in D;
+- within a stage, G's non-upsampling block comes first and D's
+  downsampling block comes first (as Tables 7-9 list them);
+- the attention block uses keys and queries of `C/8`, values of `C/2`, 2x2
+  pooled keys and values (as in SAGAN's and BigGAN's code);
+- G's final BN has a learned gain and bias and no class conditioning.
+
+One place where the authors' code departs from the paper we do not follow:
+its G output conv has 128 channels of which the first 3 are kept; we use
+the tables' `ch -> 3` conv. (The 128-channel conv adds 144,125 parameters,
+50,388,609 in all: the paper's rounded "50.4M".)
+"""
+
+import dataclasses
+from typing import Optional
+from typing import Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from tfcv.layers.cross_replica_batch_normalization import (
+    CrossReplicaBatchNormalization,
+)
+from tfcv.layers.self_attention import SelfAttention
+from tfcv.models.biggan_blocks import sn_conv
+from tfcv.models.biggan_blocks import sn_dense
+from tfcv.models.biggan_deep_blocks import BigGANDeepDiscriminatorBlock
+from tfcv.models.biggan_deep_blocks import BigGANDeepGeneratorBlock
+
+# Tables 7-9: channels (multiples of ch) of G's 4x4 map, then after each
+# resolution stage. D uses them in reverse: its stem, then its stages.
+PAPER_CHANNEL_MULTIPLIERS = {
+    128: (16, 16, 8, 4, 2, 1),
+    256: (16, 16, 8, 8, 4, 2, 1),
+    512: (16, 16, 8, 8, 4, 2, 1, 1),
+}
+
+# Self-attention divides channels by 8 for keys and queries.
+_ATTENTION_KEY_DIVISOR = 8
+
+
+def _invalid(field, value, rule, fix):
+    return ValueError(
+        f"BigGANDeepConfig `{field}`={value!r} is invalid: {rule}. {fix}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BigGANDeepConfig:
+    """Architecture of a BigGAN-deep generator / discriminator pair.
+
+    Attributes:
+      resolution: output side `R` (Tables 7, 8, 9: 128, 256, 512).
+      ch: channel multiplier (Appendix B: ch = 128 for all BigGAN-deep).
+      num_classes: `K` (1,000 for ImageNet, Appendix C).
+      dim_z: latent size (Tables 7-9: z ∈ R^128).
+      shared_dim: shared class embedding size (Tables 7-9: Embed(y) ∈
+        R^128).
+      channel_multipliers: G's 4x4 map and each stage's output channels as
+        multiples of `ch`, non-increasing; D reads them reversed. `None`
+        (default) takes Tables 7-9 for `resolution` (128: 16, 16, 8, 4, 2,
+        1); set it for other resolutions (one entry per doubling from 4).
+      blocks_per_resolution: residual blocks per stage (Appendix B: 2).
+      bottleneck_ratio: channel reduction of the bottleneck (Appendix B:
+        "by a factor of 4").
+      attention_resolution: side of the non-local block in G and D
+        (Appendix B: 64x64 for all BigGAN-deep models).
+      epsilon: BN and SN epsilon (Appendix C: 1e-4).
+      standing_levels: truncations at which standing BN statistics are
+        kept (Appendix C.1 collects them at the sampling truncation).
+    """
+
+    resolution: int = 128
+    ch: int = 128
+    num_classes: int = 1000
+    dim_z: int = 128
+    shared_dim: int = 128
+    channel_multipliers: Optional[Tuple[int, ...]] = None
+    blocks_per_resolution: int = 2
+    bottleneck_ratio: int = 4
+    attention_resolution: int = 64
+    epsilon: float = 1e-4
+    standing_levels: Tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+    def __post_init__(self):
+        # Sequences may arrive as lists (e.g. from JSON); store tuples.
+        for field in ("channel_multipliers", "standing_levels"):
+            if isinstance(getattr(self, field), list):
+                object.__setattr__(self, field, tuple(getattr(self, field)))
+        for field in (
+            "ch",
+            "num_classes",
+            "dim_z",
+            "shared_dim",
+            "blocks_per_resolution",
+            "bottleneck_ratio",
+        ):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < 1
+            ):
+                raise _invalid(
+                    field, value, "must be an integer >= 1", "Pass e.g. 4."
+                )
+        if not self.epsilon > 0:
+            raise _invalid(
+                "epsilon", self.epsilon, "must be > 0", "The paper uses 1e-4."
+            )
+        levels = self.standing_levels
+        if (
+            not isinstance(levels, tuple)
+            or not levels
+            or any(b <= a for a, b in zip(levels, levels[1:]))
+        ):
+            raise _invalid(
+                "standing_levels",
+                self.standing_levels,
+                "must be a non-empty increasing sequence",
+                "E.g. (0.2, 0.4, 0.6, 0.8, 1.0).",
+            )
+        self._check_multipliers()
+        self._check_widths()
+
+    def _check_multipliers(self):
+        multipliers = self.channel_multipliers
+        if multipliers is None:
+            if self.resolution not in PAPER_CHANNEL_MULTIPLIERS:
+                raise _invalid(
+                    "resolution",
+                    self.resolution,
+                    "Tables 7-9 define only "
+                    f"{sorted(PAPER_CHANNEL_MULTIPLIERS)}",
+                    "Pick one of those or pass channel_multipliers.",
+                )
+            multipliers = PAPER_CHANNEL_MULTIPLIERS[self.resolution]
+            object.__setattr__(self, "channel_multipliers", multipliers)
+        valid = (
+            isinstance(multipliers, tuple)
+            and len(multipliers) >= 2
+            and all(isinstance(m, int) and m >= 1 for m in multipliers)
+            and all(b <= a for a, b in zip(multipliers, multipliers[1:]))
+        )
+        if not valid:
+            raise _invalid(
+                "channel_multipliers",
+                multipliers,
+                "needs >= 2 positive integers, non-increasing (G only "
+                "drops channels, D only adds them)",
+                "E.g. (16, 16, 8, 4, 2, 1).",
+            )
+        stages = len(multipliers) - 1
+        if self.resolution != 4 * 2**stages:
+            raise _invalid(
+                "resolution",
+                self.resolution,
+                f"channel_multipliers={multipliers} give {stages} stages "
+                f"from 4x4, i.e. {4 * 2**stages}",
+                "Add or remove multipliers.",
+            )
+
+    def _check_widths(self):
+        sides = [8 * 2**index for index in range(self.num_stages - 1)]
+        if self.attention_resolution not in sides:
+            raise _invalid(
+                "attention_resolution",
+                self.attention_resolution,
+                f"must be one of {sides} (a side both G and D reach after "
+                "a stage)",
+                "The paper uses 64.",
+            )
+        narrowest = self.ch * min(self.channel_multipliers)
+        if narrowest // self.bottleneck_ratio < 1:
+            raise _invalid(
+                "ch",
+                self.ch,
+                f"the narrowest stage ({narrowest} channels) // "
+                f"bottleneck_ratio={self.bottleneck_ratio} leaves no "
+                "bottleneck channels",
+                "Increase ch or lower bottleneck_ratio.",
+            )
+        attention_channels = self.channels_at(self.attention_resolution)
+        if attention_channels < _ATTENTION_KEY_DIVISOR:
+            raise _invalid(
+                "ch",
+                self.ch,
+                f"the {attention_channels} channels at attention_resolution="
+                f"{self.attention_resolution} are fewer than the "
+                f"{_ATTENTION_KEY_DIVISOR} self-attention needs",
+                "Increase ch.",
+            )
+
+    @property
+    def num_stages(self):
+        """Resolution stages (doublings from 4x4 to `resolution`)."""
+        return len(self.channel_multipliers) - 1
+
+    def channels_at(self, side):
+        """Channels of G's and D's features at `side` x `side`."""
+        index = (side // 4).bit_length() - 1
+        return self.ch * self.channel_multipliers[index]
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def coerce(cls, config):
+        """Returns `config` as a `BigGANDeepConfig` (or its dict form)."""
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if not isinstance(config, cls):
+            raise ValueError(
+                "`config` must be a BigGANDeepConfig or its dict form, got "
+                f"{type(config).__name__}; build one with "
+                "BigGANDeepConfig(...) or a preset such as biggan_deep_128."
+            )
+        return config
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class BigGANDeepGenerator(tf_keras.Model):
+    """Class-conditional BigGAN-deep generator `G(z, y)` (Figure 16 a).
+
+    Args:
+      config: a `BigGANDeepConfig` (or its dict form).
+
+    Call arguments:
+      inputs: `(z [B, dim_z], y [B, K])`, y one-hot (or a class mixture).
+      training: Python bool: batch statistics and SN vector updates.
+      truncation: scalar selecting standing BN statistics at inference.
+      batch_statistics: use batch statistics without training (standing
+        statistics collection).
+
+    Returns:
+      Images `[B, R, R, 3]` in [-1, 1].
+
+    Example:
+      >>> config = BigGANDeepConfig(ch=8, num_classes=10)
+      >>> generator = BigGANDeepGenerator(config)
+      >>> z, y = tf.random.normal([2, 128]), tf.one_hot([3, 7], 10)
+      >>> generator((z, y)).shape
+      TensorShape([2, 128, 128, 3])
+    """
+
+    def __init__(self, config=BigGANDeepConfig(), **kwargs):
+        super().__init__(**kwargs)
+        self.config = config = BigGANDeepConfig.coerce(config)
+        ch, eps = config.ch, config.epsilon
+        multipliers = config.channel_multipliers
+
+        self.shared_embedding = tf_keras.layers.Dense(
+            config.shared_dim,
+            use_bias=False,
+            kernel_initializer="orthogonal",
+            name="shared_embedding",
+        )
+        self.base_channels = ch * multipliers[0]
+        self.linear = sn_dense(4 * 4 * self.base_channels, eps, "linear")
+
+        # Each stage: blocks at the stage's input width, the last one
+        # upsampling and narrowing to the stage's output width.
+        self.blocks = []
+        self.attention_index = None
+        side = 4
+        for wide, narrow in zip(multipliers[:-1], multipliers[1:]):
+            for repeat in range(config.blocks_per_resolution):
+                last = repeat == config.blocks_per_resolution - 1
+                self.blocks.append(
+                    BigGANDeepGeneratorBlock(
+                        ch * (narrow if last else wide),
+                        upsample=last,
+                        bottleneck_ratio=config.bottleneck_ratio,
+                        epsilon=eps,
+                        standing_levels=config.standing_levels,
+                        name=f"block_{len(self.blocks)}",
+                    )
+                )
+            side *= 2
+            if side == config.attention_resolution:
+                self.attention_index = len(self.blocks) - 1
+        self.attention = SelfAttention(epsilon=eps, name="attention")
+        self.output_norm = CrossReplicaBatchNormalization(
+            epsilon=eps,
+            standing_levels=config.standing_levels,
+            name="output_bn",
+        )
+        self.output_conv = sn_conv(3, 3, eps, "output_conv")
+
+    def call(
+        self, inputs, training=False, truncation=1.0, batch_statistics=None
+    ):
+        z, y = inputs
+        norm_kwargs = dict(
+            training=training,
+            truncation=truncation,
+            batch_statistics=batch_statistics,
+        )
+
+        # Skip-z: the whole z with E y conditions the linear and every BN.
+        # [B, dim_z] ++ [B, shared_dim] -> [B, dim_z + shared_dim]
+        condition = tf.concat([z, self.shared_embedding(y)], axis=-1)
+        hidden = self.linear(condition, training=training)
+        # [B, 16 C0] -> [B, 4, 4, C0]
+        hidden = tf.reshape(hidden, [-1, 4, 4, self.base_channels])
+
+        # Bottleneck blocks, self-attention after its stage.
+        for index, block in enumerate(self.blocks):
+            hidden = block((hidden, condition), **norm_kwargs)
+            if index == self.attention_index:
+                hidden = self.attention(hidden, training=training)
+
+        # Output: BN, ReLU, conv to RGB, tanh.
+        hidden = tf.nn.relu(self.output_norm(hidden, **norm_kwargs))
+        hidden = self.output_conv(hidden, training=training)
+        return tf.tanh(hidden)
+
+    def batch_norm_layers(self):
+        """All BN layers whose standing statistics must be collected."""
+        layers = []
+        for block in self.blocks:
+            layers.extend(block.norms)
+        layers.append(self.output_norm)
+        return layers
+
+    def orthogonal_regularization_variables(self):
+        """Trainable kernels of rank >= 2 except the shared embedding."""
+        exempt = self.shared_embedding.kernel.ref()
+        return [
+            variable
+            for variable in self.trainable_variables
+            if variable.shape.rank >= 2 and variable.ref() != exempt
+        ]
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+
+@tf_keras.utils.register_keras_serializable(package="tfcv")
+class BigGANDeepDiscriminator(tf_keras.Model):
+    """BigGAN-deep projection discriminator `D(x, y)` (Tables 7-9 b).
+
+    Args:
+      config: a `BigGANDeepConfig` (or its dict form).
+
+    Call arguments:
+      inputs: `(images [B, R, R, 3], y [B, K])`.
+      training: Python bool: SN vector updates.
+
+    Returns:
+      Logits `[B]`.
+
+    Example:
+      >>> discriminator = BigGANDeepDiscriminator(
+      ...     BigGANDeepConfig(ch=8, num_classes=10))
+      >>> x, y = tf.zeros([2, 128, 128, 3]), tf.one_hot([3, 7], 10)
+      >>> discriminator((x, y)).shape
+      TensorShape([2])
+    """
+
+    def __init__(self, config=BigGANDeepConfig(), **kwargs):
+        super().__init__(**kwargs)
+        self.config = config = BigGANDeepConfig.coerce(config)
+        ch, eps = config.ch, config.epsilon
+        reflected = config.channel_multipliers[::-1]
+
+        self.input_conv = sn_conv(ch * reflected[0], 3, eps, "input_conv")
+
+        # Each stage: a pooling, widening block, then blocks at its width.
+        self.blocks = []
+        self.attention_index = None
+        side = config.resolution
+        for wide in reflected[1:]:
+            for repeat in range(config.blocks_per_resolution):
+                self.blocks.append(
+                    BigGANDeepDiscriminatorBlock(
+                        ch * wide,
+                        downsample=repeat == 0,
+                        bottleneck_ratio=config.bottleneck_ratio,
+                        epsilon=eps,
+                        name=f"block_{len(self.blocks)}",
+                    )
+                )
+            side //= 2
+            if side == config.attention_resolution:
+                self.attention_index = len(self.blocks) - 1
+        self.attention = SelfAttention(epsilon=eps, name="attention")
+        self.linear = sn_dense(1, eps, "linear")
+        self.embedding = sn_dense(
+            ch * reflected[-1], eps, "embedding", use_bias=False
+        )
+
+    def call(self, inputs, training=False):
+        images, y = inputs
+        hidden = self.input_conv(images, training=training)
+        for index, block in enumerate(self.blocks):
+            hidden = block(hidden, training=training)
+            if index == self.attention_index:
+                hidden = self.attention(hidden, training=training)
+
+        # Global sum pooling of ReLU features: [B, H, W, C] -> [B, C].
+        features = tf.reduce_sum(tf.nn.relu(hidden), axis=[1, 2])
+
+        # Projection: w·h + b + <E_D y, h>.
+        # [B, C] x [C, 1] -> [B, 1] -> [B]
+        logits = tf.squeeze(self.linear(features, training=training), -1)
+        class_embedding = self.embedding(y, training=training)
+        return logits + tf.reduce_sum(class_embedding * features, axis=-1)
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+
+def _preset(resolution, ch, num_classes, overrides):
+    config = BigGANDeepConfig(
+        resolution=resolution, ch=ch, num_classes=num_classes, **overrides
+    )
+    return BigGANDeepGenerator(config), BigGANDeepDiscriminator(config), config
+
+
+def biggan_deep_128(ch=128, num_classes=1000, **overrides):
+    """BigGAN-deep at 128x128 (Table 7).
+
+    Returns:
+      `(generator, discriminator, config)`.
+    """
+    return _preset(128, ch, num_classes, overrides)
+
+
+def biggan_deep_256(ch=128, num_classes=1000, **overrides):
+    """BigGAN-deep at 256x256 (Table 8).
+
+    Returns:
+      `(generator, discriminator, config)`.
+    """
+    return _preset(256, ch, num_classes, overrides)
+
+
+def biggan_deep_512(ch=128, num_classes=1000, **overrides):
+    """BigGAN-deep at 512x512 (Table 9).
+
+    Returns:
+      `(generator, discriminator, config)`.
+    """
+    return _preset(512, ch, num_classes, overrides)
+
+
+PRESETS = {
+    "biggan_deep_128": biggan_deep_128,
+    "biggan_deep_256": biggan_deep_256,
+    "biggan_deep_512": biggan_deep_512,
+}
