@@ -56,9 +56,7 @@ def test_spectral_normalization_with_default_epsilon_has_unit_norm():
         wrapped(inputs, training=True)
 
     matrix = wrapped._as_matrix(wrapped.normalized_kernel()).numpy()
-    np.testing.assert_allclose(
-        _largest_singular_value(matrix), 1.0, rtol=1e-3
-    )
+    np.testing.assert_allclose(_largest_singular_value(matrix), 1.0, rtol=1e-3)
 
 
 def test_spectral_normalization_updates_u_only_in_training():
@@ -179,8 +177,9 @@ def test_conditional_batch_norm_matches_numpy():
 
     gain = 1.0 + condition @ layer.gain_projection.kernel.numpy()
     bias = condition @ layer.bias_projection.kernel.numpy()
-    expected = _numpy_batch_norm(features, 1e-4) * gain[:, None, None] + (
-        bias[:, None, None]
+    expected = (
+        _numpy_batch_norm(features, 1e-4) * gain[:, None, None]
+        + (bias[:, None, None])
     )
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
 
@@ -314,9 +313,7 @@ def test_batch_norm_accepts_a_tensor_training_flag():
     np.testing.assert_allclose(
         batch, _numpy_batch_norm(inputs, 1e-4, 0), rtol=1e-5, atol=1e-5
     )
-    np.testing.assert_allclose(
-        standing, inputs / np.sqrt(1 + 1e-4), rtol=1e-6
-    )
+    np.testing.assert_allclose(standing, inputs / np.sqrt(1 + 1e-4), rtol=1e-6)
 
 
 def test_standing_statistics_reject_bad_use():
@@ -417,7 +414,7 @@ def test_self_attention_starts_as_identity():
 def test_self_attention_rejects_bad_arguments():
     with pytest.raises(ValueError, match="key_divisor"):
         SelfAttention(key_divisor=0)
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(ValueError, match="must each be <="):
         SelfAttention()(np.ones([1, 4, 4, 4], np.float32))
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         SelfAttention()(np.ones([1, 4, 4], np.float32))
@@ -457,3 +454,82 @@ def test_get_config_round_trips(make_layer):
     restored = type(layer).from_config(config)
 
     assert restored.get_config() == config
+
+
+def test_self_attention_builds_in_a_functional_model():
+    inputs = tf_keras.Input((4, 4, 16))
+    model = tf_keras.Model(inputs, SelfAttention()(inputs))
+    x = np.random.RandomState(0).randn(2, 4, 4, 16).astype(np.float32)
+
+    outputs = model(x)
+
+    assert model.output_shape == (None, 4, 4, 16)
+    np.testing.assert_allclose(outputs.numpy(), x)
+
+
+@pytest.mark.parametrize("stddev", [0.0, 1e-6])
+def test_spectral_normalization_is_finite_for_tiny_kernels(stddev):
+    initializer = tf_keras.initializers.RandomNormal(stddev=stddev, seed=0)
+    wrapped = SpectralNormalization(
+        tf_keras.layers.Dense(3, kernel_initializer=initializer)
+    )
+    inputs = np.ones([1, 4], np.float32)
+
+    for _ in range(30):
+        outputs = wrapped(inputs, training=True)
+
+    matrix = wrapped.normalized_kernel().numpy()
+    assert np.isfinite(outputs.numpy()).all()
+    assert _largest_singular_value(matrix) <= 1.0 + 1e-3
+    np.testing.assert_allclose(np.linalg.norm(wrapped.u.numpy()), 1.0, 1e-5)
+
+
+def test_spectral_normalization_starts_from_a_unit_vector():
+    wrapped = SpectralNormalization(tf_keras.layers.Dense(64))
+
+    wrapped.build((None, 8))
+
+    np.testing.assert_allclose(np.linalg.norm(wrapped.u.numpy()), 1.0, 1e-5)
+
+
+def test_batch_norm_is_precise_for_a_large_mean():
+    rng = np.random.RandomState(0)
+    inputs = (1e4 + rng.randn(64, 4)).astype(np.float32)
+    layer = CrossReplicaBatchNormalization(center=False, scale=False)
+
+    outputs = layer(inputs, training=True).numpy()
+
+    np.testing.assert_allclose(outputs.std(axis=0), 1.0, rtol=1e-3)
+
+
+def test_batch_norm_rejects_inputs_of_other_channels():
+    layer = CrossReplicaBatchNormalization()
+    layer(np.ones([2, 5], np.float32))
+
+    with pytest.raises(ValueError, match="built for 5 channels"):
+        layer(np.ones([2, 1], np.float32))
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda eps: SpectralNormalization(
+            tf_keras.layers.Dense(2), epsilon=eps
+        ),
+        lambda eps: SelfAttention(epsilon=eps),
+        lambda eps: CrossReplicaBatchNormalization(epsilon=eps),
+    ],
+)
+def test_epsilon_must_be_a_finite_positive_number(make_layer):
+    with pytest.raises(TypeError, match="`epsilon` must be a real number"):
+        make_layer("1e-4")
+    with pytest.raises(TypeError, match="`epsilon` must be a real number"):
+        make_layer(None)
+    with pytest.raises(ValueError, match="`epsilon` must be a finite number"):
+        make_layer(float("inf"))
+
+
+def test_standing_levels_must_be_finite_numbers():
+    for levels in (1.0, None, ("a",), "12", (0.5, float("nan"))):
+        with pytest.raises(ValueError, match="standing_levels"):
+            CrossReplicaBatchNormalization(standing_levels=levels)

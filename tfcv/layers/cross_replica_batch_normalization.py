@@ -17,6 +17,11 @@ momentum average. One set is stored per truncation level
 in the truncation, so an output depends only on its own input, never on the
 rest of the batch.
 
+Before standing statistics are collected, inference mode uses mean 0 and
+variance 1 (the output is `γ x + β`): there is no momentum average. Models
+made of these layers collect them after training
+(`tfcv.training.standing_statistics`).
+
 Collecting standing statistics, for each level index `i`:
 `start_standing_statistics()`, then N calls with `batch_statistics=True`
 (trace any `tf.function` after the start), then
@@ -30,12 +35,27 @@ the truncation used for sampling; we store one set per level and interpolate
 between levels so that a single exported module serves any truncation.
 """
 
+import math
+
 import tensorflow as tf
 import tf_keras
+
+from tfcv.layers.validation import check_epsilon
+
+
+def _all_reduce_sum(value):
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
 
 
 def global_moments(inputs, axes):
     """Mean and variance over `axes` of the batch summed across replicas.
+
+    Two passes, each one all-reduce: `[Σx, n]` gives the mean, then
+    `Σ(x - mean)²` the variance. (One pass with `Σx²` would lose float32
+    precision when the mean is large against the spread.)
 
     Args:
       inputs: `[B, ..., C]` tensor.
@@ -50,23 +70,16 @@ def global_moments(inputs, axes):
         tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), tf.float32
     )
 
-    # One packed all-reduce of [Σx, Σx², n]: [2C + 1].
-    packed = tf.concat(
-        [
-            tf.reduce_sum(inputs, axis=axes),
-            tf.reduce_sum(tf.square(inputs), axis=axes),
-            tf.reshape(count, [1]),
-        ],
-        axis=0,
+    # Pass 1: [Σx, n] -> mean [C].
+    packed = _all_reduce_sum(
+        tf.concat([tf.reduce_sum(inputs, axis=axes), tf.reshape(count, [1])], 0)
     )
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        packed = context.all_reduce(tf.distribute.ReduceOp.SUM, packed)
-    total = packed[2 * channels]
+    total = packed[channels]
     mean = packed[:channels] / total
-    variance = tf.maximum(
-        packed[channels : 2 * channels] / total - tf.square(mean), 0.0
-    )
+
+    # Pass 2: Σ(x - mean)² -> biased variance [C].
+    squares = tf.reduce_sum(tf.math.squared_difference(inputs, mean), axes)
+    variance = _all_reduce_sum(squares) / total
     return mean, variance
 
 
@@ -104,13 +117,20 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
-        levels = [float(level) for level in standing_levels]
-        if not levels or any(b <= a for a, b in zip(levels, levels[1:])):
+        check_epsilon(epsilon)
+        try:
+            levels = [float(level) for level in standing_levels]
+        except (TypeError, ValueError):
+            levels = []
+        if (
+            isinstance(standing_levels, str)
+            or not levels
+            or not all(math.isfinite(level) for level in levels)
+            or any(b <= a for a, b in zip(levels, levels[1:]))
+        ):
             raise ValueError(
-                "`standing_levels` must be a non-empty increasing sequence, "
-                f"got {standing_levels!r}."
+                "`standing_levels` must be a non-empty increasing sequence "
+                f"of finite numbers, got {standing_levels!r}."
             )
         self.epsilon = epsilon
         self.center = center
@@ -207,6 +227,11 @@ class CrossReplicaBatchNormalization(tf_keras.layers.Layer):
 
     def normalize(self, inputs, training, truncation, batch_statistics):
         """Returns `(x - μ) / sqrt(σ² + ε)` in the input's dtype."""
+        if inputs.shape.rank is None or inputs.shape[-1] != self.channels:
+            raise ValueError(
+                f"Layer {self.name!r} was built for {self.channels} "
+                f"channels, got inputs of shape {tuple(inputs.shape)}."
+            )
         use_batch = training if batch_statistics is None else batch_statistics
         if tf.is_tensor(use_batch):
             mean, variance = tf.cond(

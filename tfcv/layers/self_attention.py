@@ -3,23 +3,26 @@
 Reference: Zhang, Goodfellow, Metaxas, Odena (2019), "Self-Attention
 Generative Adversarial Networks", arXiv:1805.08318, §3, Eqs. 1-3.
 
-With N = H·W positions: f(x) = W_f x, g(x) = W_g x (C/8 channels each),
-h(x) = W_h x (C/2 channels in the authors' code), β = softmax(f^T g) over
-keys, o = W_v (β h) back to C channels, and y = x + γ o with γ initialized to
+With N = H·W positions: keys f(x) = W_f x and queries g(x) = W_g x (C/8
+channels each), values h(x) = W_h x, β_{j,i} = softmax_i(f(x_i)^T g(x_j))
+(Eq. 1), o = W_v (β h) back to C channels (Eq. 2), and y = x + γ o with γ initialized to
 0, so the block starts as the identity. As in the authors' code (and
 BigGAN's), keys and values are max-pooled 2x2, which quarters the cost.
 
 Shapes: inputs `[B, H, W, C]`; attention map `[B, H·W, H·W/4]` with pooling.
 
-Deviations from the paper: the value projection has C/2 channels and keys
-and values are pooled, as in the authors' released code (the paper's text
-uses C channels and no pooling); both are arguments.
+Deviations from the paper: the value projection h has C/2 channels and
+keys and values are pooled, as in the authors' released code (the paper's
+text gives h C/8 channels, like f and g, and pools nothing); both are
+arguments (`value_divisor=8, pool_keys=False` is the paper's text).
 """
 
 import tensorflow as tf
 import tf_keras
 
 from tfcv.layers.spectral_normalization import SpectralNormalization
+from tfcv.layers.validation import check_epsilon
+from tfcv.layers.validation import check_positive_integer
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
@@ -58,18 +61,11 @@ class SelfAttention(tf_keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("key_divisor", key_divisor),
-            ("value_divisor", value_divisor),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be an integer >= 1, got {value!r}."
-                )
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
-        self.key_divisor = key_divisor
-        self.value_divisor = value_divisor
+        check_positive_integer(key_divisor, "key_divisor")
+        check_positive_integer(value_divisor, "value_divisor")
+        check_epsilon(epsilon)
+        self.key_divisor = int(key_divisor)
+        self.value_divisor = int(value_divisor)
         self.pool_keys = pool_keys
         self.spectral_norm = spectral_norm
         self.epsilon = epsilon
@@ -87,13 +83,14 @@ class SelfAttention(tf_keras.layers.Layer):
         return conv
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 4 or input_shape[-1] is None:
             raise ValueError(
                 "SelfAttention expects inputs [B, H, W, C] with known C, "
                 f"got shape {tuple(input_shape)}."
             )
         channels = int(input_shape[-1])
-        odd = [size for size in input_shape[1:3] if size and size % 2]
+        odd = [size for size in input_shape.as_list()[1:3] if size and size % 2]
         if self.pool_keys and odd:
             raise ValueError(
                 "SelfAttention with `pool_keys=True` needs even H and W, got "
@@ -104,12 +101,13 @@ class SelfAttention(tf_keras.layers.Layer):
         value_channels = channels // self.value_divisor
         if key_channels < 1 or value_channels < 1:
             raise ValueError(
-                f"Input has {channels} channels, too few for key_divisor="
-                f"{self.key_divisor} and value_divisor={self.value_divisor}; "
-                "use more channels or smaller divisors."
+                f"`key_divisor` ({self.key_divisor}) and `value_divisor` "
+                f"({self.value_divisor}) must each be <= the input's "
+                f"{channels} channels; use more channels or smaller divisors."
             )
-        self.query_conv = self._conv(key_channels, "f")
-        self.key_conv = self._conv(key_channels, "g")
+        # SAGAN Eq. 1: g(x_j) are the queries, f(x_i) the keys.
+        self.query_conv = self._conv(key_channels, "g")
+        self.key_conv = self._conv(key_channels, "f")
         self.value_conv = self._conv(value_channels, "h")
         self.output_conv = self._conv(channels, "v")
         self.gamma = self.add_weight(
@@ -148,8 +146,10 @@ class SelfAttention(tf_keras.layers.Layer):
         # Eq. 2: o = v(Σ β h(x)).
         # [B, N, N'] x [B, N', C''] -> [B, N, C'']
         attended = tf.matmul(attention, values)
-        # [B, N, C''] -> [B, H, W, C'']
-        attended = tf.reshape(attended, [batch, height, width, -1])
+        # [B, N, C''] -> [B, H, W, C''] (C'' static, for symbolic inputs)
+        attended = tf.reshape(
+            attended, [batch, height, width, values.shape[-1]]
+        )
         outputs = self.output_conv(attended, **kwargs)
 
         # Eq. 3: y = x + γ o.

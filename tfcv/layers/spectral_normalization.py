@@ -22,21 +22,38 @@ reshaped to `[-1, out]`; Conv2DTranspose `[h, w, out, in]` is transposed to
 put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
 
 `training` may be a Python bool or a boolean tensor (then `tf.cond` picks).
-σ is computed in float32 under mixed precision, and `u` is normalized as
-`u / max(|u|, ε)`, so ε never biases σ. Under `tf.distribute` every
+σ is computed in float32 under mixed precision. Power iteration keeps `u`
+and `v` at unit norm exactly (`u` starts as a random unit vector), and the
+kernel is divided by `max(σ, ε)`, so a kernel whose σ is below ε (e.g. all
+zeros) is scaled by 1/ε instead of producing NaN or exploding. Before the
+first training call σ is estimated from the initial random `u` (an
+underestimate); a model's first training step fixes that. Under `tf.distribute` every
 replica computes the same `u` update from the same mirrored `W` and `u`; the
 variable is aggregated with `ONLY_FIRST_REPLICA`, so replicas never disagree.
 
 Deviations from the paper: None.
 """
 
+import numbers
+
 import tensorflow as tf
 import tf_keras
 
+from tfcv.layers.validation import check_epsilon
 
-def _l2_normalize(vector, epsilon):
-    # Exact unit norm unless the norm is below epsilon (as the authors').
-    return vector / tf.maximum(tf.norm(vector), epsilon)
+
+# Smallest norm power iteration divides by (guards only an all-zero vector).
+_TINY = 1e-12
+
+
+def _l2_normalize(vector):
+    return vector / tf.maximum(tf.norm(vector), _TINY)
+
+
+def _random_unit_vector(shape, dtype=None):
+    """Initial `u`: a standard normal draw scaled to unit norm."""
+    vector = tf.random.normal(shape, dtype=dtype or tf.float32)
+    return _l2_normalize(vector)
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
@@ -48,7 +65,7 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         Embedding, `embeddings`) variable.
       power_iterations: `int >= 1`, power-iteration steps per training call
         (default 1, as in the paper).
-      epsilon: `float > 0`, the smallest norm power iteration divides by
+      epsilon: `float > 0`, the smallest σ the kernel is divided by
         (default 1e-4, BigGAN's value).
 
     Call arguments:
@@ -68,15 +85,18 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
                 "`layer` must be a tf_keras layer, got "
                 f"{type(layer).__name__}. Pass e.g. tf_keras.layers.Dense(8)."
             )
-        if not isinstance(power_iterations, int) or power_iterations < 1:
+        if (
+            isinstance(power_iterations, bool)
+            or not isinstance(power_iterations, numbers.Integral)
+            or power_iterations < 1
+        ):
             raise ValueError(
                 "`power_iterations` must be an integer >= 1, got "
                 f"{power_iterations!r}."
             )
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
+        check_epsilon(epsilon)
         super().__init__(layer, **kwargs)
-        self.power_iterations = power_iterations
+        self.power_iterations = int(power_iterations)
         self.epsilon = epsilon
 
     def _kernel_attribute(self):
@@ -100,7 +120,7 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         self.u = self.add_weight(
             name="u",
             shape=(1, out_units),
-            initializer=tf_keras.initializers.RandomNormal(stddev=1.0),
+            initializer=_random_unit_vector,
             trainable=False,
             synchronization=tf.VariableSynchronization.ON_WRITE,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
@@ -117,13 +137,15 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
 
     def _power_iteration(self, matrix, u):
         """Algorithm 1: `power_iterations` steps from `u`; returns new `u`."""
+        start = u
         for _ in range(self.power_iterations):
             # v = W u / |W u|: [1, out] x [out, N] -> [1, N]
-            v = _l2_normalize(
-                tf.matmul(u, matrix, transpose_b=True), self.epsilon
-            )
+            v = _l2_normalize(tf.matmul(u, matrix, transpose_b=True))
             # u = W^T v / |W^T v|: [1, N] x [N, out] -> [1, out]
-            u = _l2_normalize(tf.matmul(v, matrix), self.epsilon)
+            u = _l2_normalize(tf.matmul(v, matrix))
+
+        # An all-zero W maps u to 0; keep the old u so iteration can resume.
+        u = tf.where(tf.norm(u) > 0.5, u, start)
         return tf.stop_gradient(u)
 
     def _stored_u(self, dtype):
@@ -160,13 +182,16 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
                 lambda: self._stored_u(matrix.dtype),
             )
         v = tf.stop_gradient(
-            _l2_normalize(tf.matmul(u, matrix, transpose_b=True), self.epsilon)
+            _l2_normalize(tf.matmul(u, matrix, transpose_b=True))
         )
 
         # σ(W) = v^T W u (Eq. 7); the gradient flows through W here.
         # [1, N] x [N, out] x [out, 1] -> [1, 1]
         sigma = tf.matmul(tf.matmul(v, matrix), u, transpose_b=True)
-        return kernel / tf.cast(tf.squeeze(sigma), kernel.dtype)
+
+        # A kernel with σ below ε is divided by ε (never by ~0).
+        sigma = tf.maximum(tf.squeeze(sigma), self.epsilon)
+        return kernel / tf.cast(sigma, kernel.dtype)
 
     def call(self, inputs, training=None):
         if training is None:
