@@ -10,11 +10,16 @@ that code written for them works with ours:
   # images [B, R, R, 3] float32 in [-1, 1].
 
 `truncation` may be left out (1.0). `hub.KerasLayer(path)` works inside a
-tf_keras model, called on `{"z": ..., "y": ...}` (pass
-`arguments={"truncation": t}` is not needed: a dict with "truncation" works
-too; the generator is inference-only, so there is no `training`
-argument). For TF Serving, the `serving_default` signature takes `z`, `y` and
-`truncation` and returns `{"default": images}`.
+tf_keras model, called on `{"z": ..., "y": ...}` (a dict with "truncation"
+works too). For fine-tuning, `hub.KerasLayer(path, trainable=True)` uses
+the module's `trainable_variables`, its `regularization_losses` (BigGAN's
+orthogonal regularization of the kernels, β = 1e-4, Eq. 3) and its
+`training` argument (batch statistics and spectral-norm updates when true).
+For TF Serving, the `serving_default` signature takes `z`, `y` and
+`truncation` and returns `{"default": images}`; the same function is also
+the `default` signature, the name the published BigGAN modules use, so
+`module.signatures["default"](z=z, y=y, truncation=t)["default"]` works on
+both.
 
 The EMA weights and standing batch-norm statistics are baked in, so the
 image for a given (z, y) does not depend on the rest of the batch. Only
@@ -30,35 +35,52 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from tfcv.regularizers import orthogonal_penalty
+
 OUTPUT_KEY = "default"
+# BigGAN's orthogonal regularization strength (§3.1, Appendix C).
+ORTHOGONAL_BETA = 1e-4
 
 
-class GeneratorModule(tf.Module):
-    """The exported object: callable, with Reusable SavedModel attributes."""
+class GeneratorModule(tf.train.Checkpoint):
+    """The exported object: callable, with Reusable SavedModel attributes.
+
+    A `tf.train.Checkpoint` rather than a `tf.Module`, because the Reusable
+    SavedModel attributes `variables` and `trainable_variables` must be
+    saved as plain attributes (a `tf.Module` computes them as properties,
+    which are not saved, so a reloaded module would have none to fine-tune).
+    """
 
     def __init__(self, generator):
-        super().__init__(name="generator_module")
+        super().__init__()
         self._generator = generator
         config = generator.config
         self.dim_z = config.dim_z
         self.num_classes = config.num_classes
         self.resolution = config.resolution
-        self.variables_list = list(generator.variables)
-        self.trainable_variables_list = list(generator.trainable_variables)
+        self.variables = list(generator.variables)
+        self.trainable_variables = list(generator.trainable_variables)
 
-        # Reusable SavedModel attributes (TF-Hub): nothing to regularize.
-        self.regularization_losses = []
+        # Reusable SavedModel attributes (TF-Hub).
+        self._regularized = list(
+            generator.orthogonal_regularization_variables()
+        )
+        self.regularization_losses = [
+            tf.function(self._orthogonal_regularization, input_signature=[])
+        ]
         self.__call__ = tf.function(self._generate)
 
-    @property
-    def variables(self):
-        return self.variables_list
+    def _orthogonal_regularization(self):
+        if not self._regularized:
+            return tf.constant(0.0)
+        return tf.add_n(
+            [
+                orthogonal_penalty(kernel, ORTHOGONAL_BETA)
+                for kernel in self._regularized
+            ]
+        )
 
-    @property
-    def trainable_variables(self):
-        return self.trainable_variables_list
-
-    def _generate(self, inputs):
+    def _generate(self, inputs, training=False):
         z = tf.convert_to_tensor(inputs["z"], tf.float32)
         y = tf.convert_to_tensor(inputs["y"], tf.float32)
         truncation = tf.convert_to_tensor(
@@ -81,7 +103,9 @@ class GeneratorModule(tf.Module):
         ]
         with tf.control_dependencies(checks):
             z = tf.identity(z)
-        images = self._generator((z, y), training=False, truncation=truncation)
+        images = self._generator(
+            (z, y), training=training, truncation=truncation
+        )
         return tf.cast(images, tf.float32)
 
     def input_specs(self, with_truncation=True):
@@ -146,13 +170,17 @@ def export_generator(generator, export_dir, version=None, check=True):
     shutil.rmtree(temporary, ignore_errors=True)
 
     module = GeneratorModule(generator)
-    module.__call__.get_concrete_function(module.input_specs(True))
-    module.__call__.get_concrete_function(module.input_specs(False))
+    for with_truncation in (True, False):
+        for training in (False, True):
+            module.__call__.get_concrete_function(
+                module.input_specs(with_truncation), training=training
+            )
+    serve = module.serving_signature()
     try:
         tf.saved_model.save(
             module,
             temporary,
-            signatures={"serving_default": module.serving_signature()},
+            signatures={"serving_default": serve, "default": serve},
         )
         if check:
             _check_export(module, temporary)

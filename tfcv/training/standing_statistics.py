@@ -43,15 +43,15 @@ def collect_standing_statistics(
     config = generator.config
     layers = generator.batch_norm_layers()
 
+    # Traced on first use, after a start, so the layers add each pass's
+    # moments; the same graph serves every level.
+    @tf.function(reduce_retracing=True)
+    def accumulate(z, y):
+        generator((z, y), training=False, batch_statistics=True)
+
     for level_index, level in enumerate(layers[0].standing_levels):
         for layer in layers:
             layer.start_standing_statistics()
-
-        # Traced after the start, so the layers add each pass's moments.
-        @tf.function(reduce_retracing=True)
-        def accumulate(z, y):
-            generator((z, y), training=False, batch_statistics=True)
-
         for batch in range(num_batches):
             z, y = sample_latents(
                 batch_size,
