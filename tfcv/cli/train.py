@@ -6,6 +6,10 @@ collects standing batch-norm statistics for the EMA generator, writes
 `samples.png` (one row per class) and judges the samples (conditional
 accuracy and Frechet distance, written to `evaluation.json`).
 
+`--model` picks any preset of `tfcv.models` (BigGAN 128/256/512,
+BigGAN-deep, SAGAN-128); flags left unset take that model's paper recipe
+(e.g. `tfcv train --model=biggan_128 --ch=8 --batch_size=4 --steps=4`).
+
 Rerunning the same command resumes from the latest checkpoint in
 --model_dir; a different configuration there is an error. SIGTERM writes a
 checkpoint and exits with status 143 (rerun to resume).
