@@ -55,6 +55,31 @@ def sn_dense(units, epsilon, name, use_bias=True):
     return SpectralNormalization(dense, epsilon=epsilon, name=f"sn_{name}")
 
 
+def projection_logits(hidden, y, linear, embedding, training):
+    """Projection discriminator head (Miyato & Koyama 2018, Eq. 3).
+
+    ReLU, global sum pooling to `h [B, C]`, then `w·h + b + <E y, h>`.
+
+    Args:
+      hidden: `[B, H, W, C]` features of D's last block.
+      y: `[B, K]` one-hot classes (or mixtures).
+      linear: the SN Dense `C -> 1` (with bias).
+      embedding: the SN Dense `K -> C` without bias (the class embedding).
+      training: whether SN vectors update.
+
+    Returns:
+      Logits `[B]`.
+    """
+    # Global sum pooling of ReLU features: [B, H, W, C] -> [B, C].
+    features = tf.reduce_sum(tf.nn.relu(hidden), axis=[1, 2])
+
+    # [B, C] x [C, 1] -> [B, 1] -> [B]
+    logits = tf.squeeze(linear(features, training=training), -1)
+    # [B, K] x [K, C] -> [B, C]
+    class_embedding = embedding(y, training=training)
+    return logits + tf.reduce_sum(class_embedding * features, axis=-1)
+
+
 def upsample(inputs):
     """Nearest-neighbour upsampling x2: `[B, H, W, C] -> [B, 2H, 2W, C]`."""
     height, width, channels = inputs.shape[1:]

@@ -55,6 +55,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
     CrossReplicaBatchNormalization,
 )
 from tfcv.layers.self_attention import SelfAttention
+from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
 from tfcv.models.biggan_deep_blocks import BigGANDeepDiscriminatorBlock
@@ -435,14 +436,10 @@ class BigGANDeepDiscriminator(tf_keras.Model):
             if index == self.attention_index:
                 hidden = self.attention(hidden, training=training)
 
-        # Global sum pooling of ReLU features: [B, H, W, C] -> [B, C].
-        features = tf.reduce_sum(tf.nn.relu(hidden), axis=[1, 2])
-
-        # Projection: w·h + b + <E_D y, h>.
-        # [B, C] x [C, 1] -> [B, 1] -> [B]
-        logits = tf.squeeze(self.linear(features, training=training), -1)
-        class_embedding = self.embedding(y, training=training)
-        return logits + tf.reduce_sum(class_embedding * features, axis=-1)
+        # Projection head: w·h + b + <E y, h> on sum-pooled ReLU features.
+        return projection_logits(
+            hidden, y, self.linear, self.embedding, training
+        )
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}

@@ -59,6 +59,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
 )
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.models.biggan_blocks import DiscriminatorBlock
+from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
 from tfcv.models.biggan_blocks import upsample
@@ -432,15 +433,10 @@ class SAGANDiscriminator(tf_keras.Model):
             if index == self.attention_index:
                 hidden = self.attention(hidden, training=training)
 
-        # Global sum pooling of ReLU features: [B, H, W, C] -> [B, C].
-        features = tf.reduce_sum(tf.nn.relu(hidden), axis=[1, 2])
-
-        # Projection: w·h + b + <E y, h>.
-        # [B, C] x [C, 1] -> [B, 1] -> [B]
-        logits = tf.squeeze(self.linear(features, training=training), -1)
-        # [B, K] x [K, C] -> [B, C]
-        class_embedding = self.embedding(y, training=training)
-        return logits + tf.reduce_sum(class_embedding * features, axis=-1)
+        # Projection head: w·h + b + <E y, h> on sum-pooled ReLU features.
+        return projection_logits(
+            hidden, y, self.linear, self.embedding, training
+        )
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}
