@@ -506,7 +506,9 @@ def test_error_unsupported_rank(shape):
     assert "rank 3 [B, L, C], 4 [B, H, W, C] or 5 [B, T, H, W, C]" in message
 
 
-@pytest.mark.parametrize("epsilon", [0.0, -1e-5, "small"])
+@pytest.mark.parametrize(
+    "epsilon", [0.0, -1e-5, "small", True, float("inf"), float("nan")]
+)
 def test_error_epsilon_not_positive(epsilon):
     with pytest.raises(ValueError) as error:
         GroupNormalization(epsilon=epsilon)

@@ -25,6 +25,10 @@ def _largest_singular_value(matrix):
         (lambda: tf_keras.layers.Dense(6), np.ones([2, 5])),
         (lambda: tf_keras.layers.Conv2D(4, 3), np.ones([1, 6, 6, 3])),
         (lambda: tf_keras.layers.Conv2DTranspose(4, 3), np.ones([1, 5, 5, 3])),
+        (
+            lambda: tf_keras.layers.Conv3DTranspose(6, 2),
+            np.ones([1, 3, 3, 3, 3]),
+        ),
         (lambda: tf_keras.layers.Embedding(7, 5), np.array([1, 3])),
     ],
 )
@@ -533,3 +537,15 @@ def test_standing_levels_must_be_finite_numbers():
     for levels in (1.0, None, ("a",), "12", (0.5, float("nan"))):
         with pytest.raises(ValueError, match="standing_levels"):
             CrossReplicaBatchNormalization(standing_levels=levels)
+
+
+def test_self_attention_refuses_odd_sizes_known_only_at_run_time():
+    layer = SelfAttention()
+    call = tf.function(
+        layer.__call__,
+        input_signature=[tf.TensorSpec([1, None, None, 16], tf.float32)],
+    )
+    call(tf.zeros([1, 4, 4, 16]))
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="even H, W"):
+        call(tf.zeros([1, 5, 4, 16]))

@@ -13,8 +13,8 @@ def _numpy_penalty_and_gradient(kernel, beta, mode):
     matrix = kernel.reshape(-1, kernel.shape[-1])
     gram = matrix.T @ matrix
     identity = np.eye(gram.shape[0])
-    residual = gram * (1 - identity) if mode == "off_diagonal" else (
-        gram - identity
+    residual = (
+        gram * (1 - identity) if mode == "off_diagonal" else (gram - identity)
     )
     # d/dW β‖R‖² with R symmetric and linear in WᵀW: 4 β W R.
     gradient = 4 * beta * matrix @ residual
@@ -77,8 +77,11 @@ def test_regularizer_config_round_trips():
 def test_regularizer_rejects_bad_arguments():
     with pytest.raises(ValueError, match="`beta` must be >= 0"):
         OrthogonalRegularizer(beta=-1.0)
-    with pytest.raises(TypeError, match="`beta` must be a number"):
+    with pytest.raises(ValueError, match="`beta` must be >= 0 and finite"):
+        OrthogonalRegularizer(beta=float("nan"))
+    with pytest.raises(TypeError, match="`beta` must be a real number"):
         OrthogonalRegularizer(beta="small")
+    assert OrthogonalRegularizer(beta=np.float32(0.5)).beta == 0.5
     with pytest.raises(ValueError, match="`mode` must be one of"):
         OrthogonalRegularizer(mode="diagonal")
     with pytest.raises(ValueError, match="rank >= 2"):

@@ -32,6 +32,7 @@ penalties work.
 Deviations from the paper: None.
 """
 
+import math
 import numbers
 
 import tensorflow as tf
@@ -221,9 +222,14 @@ class GroupNormalization(tf_keras.layers.Layer):
                 f"{channels_per_group!r}. Pass the group size C/G, e.g. "
                 "channels_per_group=16, or None to use `groups`."
             )
-        if not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, numbers.Real)
+            or not (math.isfinite(epsilon) and epsilon > 0)
+        ):
             raise ValueError(
-                f"`epsilon` must be a number > 0, got {epsilon!r}; it keeps "
+                f"`epsilon` must be a number > 0, got {epsilon!r}; a finite "
+                "one keeps "
                 "1 / sqrt(σ² + ε) finite for constant groups. The paper "
                 "uses 1e-5."
             )

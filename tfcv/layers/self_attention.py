@@ -126,6 +126,22 @@ class SelfAttention(tf_keras.layers.Layer):
         queries = self.query_conv(inputs, **kwargs)
         keys = self.key_conv(inputs, **kwargs)
         values = self.value_conv(inputs, **kwargs)
+        if self.pool_keys and not (
+            isinstance(height, int) and isinstance(width, int)
+        ):
+            # Sizes known only at run time: still refuse odd ones.
+            even = tf.logical_and(
+                tf.equal(height % 2, 0), tf.equal(width % 2, 0)
+            )
+            with tf.control_dependencies(
+                [
+                    tf.debugging.Assert(
+                        even,
+                        ["SelfAttention with pool_keys=True needs even H, W"],
+                    )
+                ]
+            ):
+                keys = tf.identity(keys)
         if self.pool_keys:
             keys = tf.nn.max_pool2d(keys, 2, 2, "VALID")
             values = tf.nn.max_pool2d(values, 2, 2, "VALID")

@@ -18,8 +18,8 @@ and the raw weight is lost), and in tf-keras 2.21 it fails to build unless
 variable.
 
 Matrix view of the kernel: Dense `[in, out]` and Conv2D `[h, w, in, out]` are
-reshaped to `[-1, out]`; Conv2DTranspose `[h, w, out, in]` is transposed to
-put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
+reshaped to `[-1, out]`; Conv1D/2D/3DTranspose kernels `[..., out, in]`
+are transposed to put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
 
 `training` may be a Python bool or a boolean tensor (then `tf.cond` picks).
 σ is computed in float32 under mixed precision. Power iteration keeps `u`
@@ -48,6 +48,14 @@ _TINY = 1e-12
 
 def _l2_normalize(vector):
     return vector / tf.maximum(tf.norm(vector), _TINY)
+
+
+# Kernels laid out `[..., out, in]` (every other layer: `[..., in, out]`).
+_TRANSPOSED_CONVOLUTIONS = (
+    tf_keras.layers.Conv1DTranspose,
+    tf_keras.layers.Conv2DTranspose,
+    tf_keras.layers.Conv3DTranspose,
+)
 
 
 def _random_unit_vector(shape, dtype=None):
@@ -129,9 +137,12 @@ class SpectralNormalization(tf_keras.layers.Wrapper):
         super().build(input_shape)
 
     def _as_matrix(self, kernel):
-        if isinstance(self.layer, tf_keras.layers.Conv2DTranspose):
-            # [h, w, out, in] -> [h, w, in, out]
-            kernel = tf.transpose(kernel, [0, 1, 3, 2])
+        if isinstance(self.layer, _TRANSPOSED_CONVOLUTIONS):
+            # [..., out, in] -> [..., in, out]
+            rank = len(kernel.shape)
+            kernel = tf.transpose(
+                kernel, list(range(rank - 2)) + [rank - 1, rank - 2]
+            )
         # [..., out] -> [N, out]
         return tf.reshape(kernel, [-1, kernel.shape[-1]])
 

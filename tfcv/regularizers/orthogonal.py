@@ -18,6 +18,9 @@ Note also that a Conv2DTranspose kernel `[h, w, out, in]` has the *input*
 channels last, so the penalty decorrelates its input channels.)
 """
 
+import math
+import numbers
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -89,12 +92,13 @@ class OrthogonalRegularizer(tf_keras.regularizers.Regularizer):
     """
 
     def __init__(self, beta=1e-4, mode="off_diagonal"):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
             raise TypeError(
-                f"`beta` must be a number, got {type(beta).__name__}."
+                "`beta` must be a real number >= 0, got "
+                f"{type(beta).__name__} {beta!r}."
             )
-        if beta < 0:
-            raise ValueError(f"`beta` must be >= 0, got {beta!r}.")
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"`beta` must be >= 0 and finite, got {beta!r}.")
         orthogonal_penalty(tf.zeros([1, 1]), 0.0, mode)  # validates mode
         self.beta = float(beta)
         self.mode = mode
