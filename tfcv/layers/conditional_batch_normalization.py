@@ -29,7 +29,10 @@ class ConditionalBatchNormalization(CrossReplicaBatchNormalization):
     """Batch norm whose gain and bias are linear in a conditioning vector.
 
     Args:
-      epsilon: `float > 0` (default 1e-4, BigGAN's).
+      epsilon: `float > 0` added to the variance and used as the
+        spectral-norm ε of the two projections (default 1e-4, BigGAN's
+        value for both). The learned per-channel `center`/`scale` of the
+        base class do not exist here: the projections replace them.
       spectral_norm: `bool`, spectrally normalize the two projections
         (default True, as in BigGAN's generator).
       standing_levels: truncation levels of the standing statistics.
