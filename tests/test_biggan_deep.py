@@ -172,8 +172,10 @@ def test_forward_under_mirrored_strategy(mirrored_strategy):
     logits = np.concatenate([t.numpy() for t in local_results(logits)])
     assert images.shape == (2, 128, 128, 3)
     assert logits.shape == (2,)
-    # Cross-replica BN sees the global batch: as on one device.
-    np.testing.assert_allclose(images, expected, atol=1e-4)
+    # Cross-replica BN sees the global batch: as on one device, up to
+    # float32 summation order through 40 BN layers (per-replica statistics
+    # of one example each would differ by O(1)).
+    np.testing.assert_allclose(images, expected, atol=1e-3)
 
 
 @pytest.mark.parametrize(
