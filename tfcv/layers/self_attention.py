@@ -5,9 +5,9 @@ Generative Adversarial Networks", arXiv:1805.08318, §3, Eqs. 1-3.
 
 With N = H·W positions: keys f(x) = W_f x and queries g(x) = W_g x (C/8
 channels each), values h(x) = W_h x, β_{j,i} = softmax_i(f(x_i)^T g(x_j))
-(Eq. 1), o = W_v (β h) back to C channels (Eq. 2), and y = x + γ o with γ initialized to
-0, so the block starts as the identity. As in the authors' code (and
-BigGAN's), keys and values are max-pooled 2x2, which quarters the cost.
+(Eq. 1), o = W_v (β h) back to C channels (Eq. 2), and y = x + γ o with γ
+initialized to 0, so the block starts as the identity. As in the authors' code
+(and BigGAN's), keys and values are max-pooled 2x2, which quarters the cost.
 
 Shapes: inputs `[B, H, W, C]`; attention map `[B, H·W, H·W/4]` with pooling.
 

@@ -18,18 +18,19 @@ and the raw weight is lost), and in tf-keras 2.21 it fails to build unless
 variable.
 
 Matrix view of the kernel: Dense `[in, out]` and Conv2D `[h, w, in, out]` are
-reshaped to `[-1, out]`; Conv1D/2D/3DTranspose kernels `[..., out, in]`
-are transposed to put `out` last first; Embedding `[vocabulary, dim]` is used as it is.
+reshaped to `[-1, out]`; Conv1D/2D/3DTranspose kernels `[..., out, in]` are
+transposed to put `out` last first; Embedding `[vocabulary, dim]` is used as it
+is.
 
-`training` may be a Python bool or a boolean tensor (then `tf.cond` picks).
-σ is computed in float32 under mixed precision. Power iteration keeps `u`
-and `v` at unit norm exactly (`u` starts as a random unit vector), and the
-kernel is divided by `max(σ, ε)`, so a kernel whose σ is below ε (e.g. all
-zeros) is scaled by 1/ε instead of producing NaN or exploding. Before the
-first training call σ is estimated from the initial random `u` (an
-underestimate); a model's first training step fixes that. Under `tf.distribute` every
-replica computes the same `u` update from the same mirrored `W` and `u`; the
-variable is aggregated with `ONLY_FIRST_REPLICA`, so replicas never disagree.
+`training` may be a Python bool or a boolean tensor (then `tf.cond` picks). σ
+is computed in float32 under mixed precision. Power iteration keeps `u` and `v`
+at unit norm exactly (`u` starts as a random unit vector), and the kernel is
+divided by `max(σ, ε)`, so a kernel whose σ is below ε (e.g. all zeros) is
+scaled by 1/ε instead of producing NaN or exploding. Before the first training
+call σ is estimated from the initial random `u` (an underestimate); a model's
+first training step fixes that. Under `tf.distribute` every replica computes
+the same `u` update from the same mirrored `W` and `u`; the variable is
+aggregated with `ONLY_FIRST_REPLICA`, so replicas never disagree.
 
 Deviations from the paper: None.
 """

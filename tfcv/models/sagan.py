@@ -59,10 +59,10 @@ from tfcv.layers.cross_replica_batch_normalization import (
 )
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.models.biggan_blocks import DiscriminatorBlock
+from tfcv.models.biggan_blocks import GeneratorBlock
 from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
-from tfcv.models.biggan_blocks import upsample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +182,7 @@ class SAGANConfig:
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
-class SAGANGeneratorBlock(tf_keras.layers.Layer):
+class SAGANGeneratorBlock(GeneratorBlock):
     """SAGAN's residual up-block with per-class conditional batch norm.
 
     CBN(y) -> ReLU -> upsample x2 -> conv3x3 -> CBN(y) -> ReLU -> conv3x3,
@@ -215,53 +215,28 @@ class SAGANGeneratorBlock(tf_keras.layers.Layer):
         standing_levels=(1.0,),
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.epsilon = epsilon
+        super().__init__(filters, epsilon, standing_levels, **kwargs)
         self.sn_epsilon = sn_epsilon
-        self.standing_levels = tuple(standing_levels)
+
+    def build(self, input_shape):
+        # BigGAN's block with unnormalized class tables and a separate SN ε.
         self.norm_1, self.norm_2 = [
             ConditionalBatchNormalization(
-                epsilon=epsilon,
+                epsilon=self.epsilon,
                 spectral_norm=False,
                 standing_levels=self.standing_levels,
                 name=name,
             )
             for name in ("cbn_1", "cbn_2")
         ]
-        self.conv_1 = sn_conv(filters, 3, sn_epsilon, "conv_1")
-        self.conv_2 = sn_conv(filters, 3, sn_epsilon, "conv_2")
-        self.conv_skip = sn_conv(filters, 1, sn_epsilon, "conv_skip")
-
-    def call(
-        self, inputs, training=False, truncation=1.0, batch_statistics=None
-    ):
-        features, y = inputs
-        norm_kwargs = dict(
-            training=training,
-            truncation=truncation,
-            batch_statistics=batch_statistics,
-        )
-
-        # Residual branch.
-        hidden = self.norm_1((features, y), **norm_kwargs)
-        hidden = upsample(tf.nn.relu(hidden))
-        hidden = self.conv_1(hidden, training=training)
-        hidden = self.norm_2((hidden, y), **norm_kwargs)
-        hidden = self.conv_2(tf.nn.relu(hidden), training=training)
-
-        # Skip branch.
-        skip = self.conv_skip(upsample(features), training=training)
-        return hidden + skip
+        self.conv_1 = sn_conv(self.filters, 3, self.sn_epsilon, "conv_1")
+        self.conv_2 = sn_conv(self.filters, 3, self.sn_epsilon, "conv_2")
+        self.conv_skip = sn_conv(self.filters, 1, self.sn_epsilon, "conv_skip")
+        tf_keras.layers.Layer.build(self, input_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            epsilon=self.epsilon,
-            sn_epsilon=self.sn_epsilon,
-            standing_levels=list(self.standing_levels),
-        )
+        config.update(sn_epsilon=self.sn_epsilon)
         return config
 
 
