@@ -164,7 +164,57 @@ def test_sample_from_export_in_fresh_process_matches_checkpoint(
     )
 
     assert "agree" in result.stdout
-    assert os.path.getsize(output) > 0
+    for name in (
+        "from_export",
+        "from_export_interp_z",
+        "from_export_interp_class",
+    ):
+        assert os.path.getsize(os.path.join(run_dir, name + ".png")) > 0
+
+
+def test_sample_truncation_strips_follow_classes(run_dir, exported):
+    from PIL import Image
+
+    output = os.path.join(run_dir, "truncated.png")
+
+    _tfcv(
+        "sample",
+        f"--module={exported}",
+        f"--output={output}",
+        "--truncation=0.5",
+        "--classes=3,1",
+        "--per_class=5",
+        "--interpolation_steps=6",
+        check=True,
+    )
+
+    # 2 rows of 5 (grid) and 2 rows of 6 (strips) 32x32 images, shown 2x.
+    assert Image.open(output).size == (5 * 64, 2 * 64)
+    strip = Image.open(os.path.join(run_dir, "truncated_interp_class.png"))
+    assert strip.size == (6 * 64, 2 * 64)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--truncation=0", "--truncation must be a finite threshold > 0"),
+        ("--truncation=nan", "--truncation must be a finite threshold > 0"),
+        ("--interpolation_steps=1", "--interpolation_steps must be 0"),
+        ("--classes=a", "--classes must be comma-separated class ids"),
+        ("--classes=10", "the model has 10 classes (ids 0 to 9), got 10"),
+    ],
+)
+def test_sample_bad_flags_are_one_line_errors(
+    exported, tmp_path, flag, message
+):
+    result = _tfcv(
+        "sample", f"--module={exported}", f"--output={tmp_path}/x.png", flag
+    )
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "x.png")
 
 
 def test_interrupted_export_leaves_no_version_folder(

@@ -10,7 +10,9 @@ from PIL import Image
 def grid_latents(num_classes, per_class, dim_z, seed=0, truncation=1.0):
     """Fixed `(z [K·n, dim_z], y [K·n, K])` for a grid with a row per class.
 
-    The same arguments always give the same latents, so grids made from a
+    z is `truncation` times a normal truncated at ±2 (the published
+    modules' convention; `truncated_latents` is the paper's). The same
+    arguments always give the same latents, so grids made from a
     checkpoint and from an exported module can be compared.
     """
     z = tf.random.stateless_truncated_normal(
@@ -42,3 +44,45 @@ def write_png(path, grid, scale=2):
     temporary = f"{path}.tmp-{os.getpid()}.png"
     image.save(temporary)
     os.replace(temporary, path)
+
+
+def _mix(start, end, steps):
+    """`[R, ...]` endpoints -> `[R·steps, ...]` rows of linear blends."""
+    weights = tf.reshape(tf.linspace(0.0, 1.0, steps), [1, steps, 1])
+    blend = start[:, None] + weights * (end[:, None] - start[:, None])
+    return tf.reshape(blend, [-1, start.shape[-1]])
+
+
+def interpolation_latents(
+    kind, classes, steps, dim_z, num_classes, seed, threshold
+):
+    """Latents for an interpolation strip: a row per class, `steps` columns.
+
+    Args:
+      kind: "z" (row r: class `classes[r]`, z moving linearly from one
+        resampled latent to another) or "class" (row r: one latent held
+        fixed, y moving linearly from one-hot `classes[r]` to the next id of
+        `classes`, cyclically; to class + 1 if only one is given).
+      classes: class ids, one row each.
+      steps: images per row, `>= 2`.
+      dim_z, num_classes: the generator's input sizes.
+      seed: integer seed.
+      threshold: truncation threshold θ of the latents (BigGAN §4.1).
+
+    Returns:
+      `(z [rows·steps, dim_z], y [rows·steps, K])`.
+    """
+    from tfcv.training.truncation import truncated_latents
+
+    rows = len(classes)
+    latents = truncated_latents([2, rows, dim_z], threshold, seed=[seed, 4242])
+    first = tf.one_hot(classes, num_classes)
+    if kind == "z":
+        return _mix(latents[0], latents[1], steps), _mix(first, first, steps)
+    if kind == "class":
+        following = list(classes[1:]) + [classes[0]]
+        if rows == 1:
+            following = [(classes[0] + 1) % num_classes]
+        second = tf.one_hot(following, num_classes)
+        return _mix(latents[0], latents[0], steps), _mix(first, second, steps)
+    raise ValueError(f"`kind` must be 'z' or 'class', got {kind!r}.")
