@@ -42,7 +42,7 @@ def main():
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="resume an existing run_dir instead of " "starting afresh",
+        help="resume an existing run_dir instead of starting afresh",
     )
     args = parser.parse_args()
     run = args.run_dir
@@ -119,7 +119,7 @@ def main():
         + (
             ""
             if others < 0.05
-            else " (machine NOT idle: timings " "are pessimistic)"
+            else " (machine NOT idle: timings are pessimistic)"
         )
     )
     print(f"  pictures: {run}/samples.png, {run}/samples_export.png")

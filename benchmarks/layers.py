@@ -38,36 +38,18 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 import tfcv.layers  # noqa: E402
-from demo import _cpu_times  # noqa: E402  (benchmarks/ is on sys.path)
+from timing import BUSY_THRESHOLD  # noqa: E402  (benchmarks/ is on sys.path)
+from timing import timed  # noqa: E402
 
 HEIGHT, WIDTH, CHANNELS = 64, 64, 256
 GROUPS = 32
-# A repetition counts as disturbed when other processes used this share.
-BUSY_THRESHOLD = 0.05
 WARMUP_CALLS = 2
 WORKER_FLAG = "--keras_spectral_norm_worker"
 
 
-def _own_cpu_seconds():
-    """CPU time of this process and of its finished children."""
-    usage = os.times()
-    return sum(usage[:4])
-
-
 def _timed(step, inputs):
     """Wall seconds of one call and other processes' share of the CPU."""
-    clock_hz = os.sysconf("SC_CLK_TCK")
-    busy_start, idle_start = _cpu_times()
-    own_start = _own_cpu_seconds()
-    started = time.perf_counter()
-    outputs = step(inputs)
-    outputs[-1].numpy()
-    seconds = time.perf_counter() - started
-    busy_end, idle_end = _cpu_times()
-    own = _own_cpu_seconds() - own_start
-    all_busy = ((busy_end - busy_start) - (idle_end - idle_start)) / clock_hz
-    others = max(all_busy - own, 0.0) / (seconds * (os.cpu_count() or 1))
-    return seconds, min(others, 1.0)
+    return timed(lambda: step(inputs)[-1].numpy())
 
 
 def _train_step(layer):

@@ -1,12 +1,16 @@
 """The GAN trainer: replica-count invariance and exact resumption."""
 
 import dataclasses
+import glob
+import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfcv.training.gan_trainer import GANTrainer
+from tfcv.training.gan_trainer import TrainingDiverged
 from tfcv.training.gan_trainer import TrainConfig
 from tfcv.training.gan_trainer import load_run_config
 from tfcv.training.gan_trainer import save_run_config
@@ -118,8 +122,70 @@ def test_train_config_rejects_bad_values():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="`d_learning_rate` must be a finite"):
+        TrainConfig(d_learning_rate=float("inf"))
+    with pytest.raises(ValueError, match="`beta_2` must be in"):
+        TrainConfig(beta_2=1.0)
+    with pytest.raises(ValueError, match="orthogonal_regularization"):
+        TrainConfig(orthogonal_regularization=float("nan"))
 
 
 def test_load_run_config_needs_a_run(tmp_path):
     with pytest.raises(ValueError, match="holds no training run"):
         load_run_config(str(tmp_path))
+
+
+def _copy_run(runs, tmp_path):
+    """A copy of the resumed run (checkpoints at steps 2 and 3)."""
+    copy = str(tmp_path / "run")
+    shutil.copytree(runs["resumed_dir"], copy)
+    return copy
+
+
+def _corrupt(model_dir, step):
+    for path in glob.glob(os.path.join(model_dir, f"ckpt-{step}.data-*")):
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 2)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
+    runs, tmp_path, mirrored_strategy, caplog
+):
+    model_dir = _copy_run(runs, tmp_path)
+    _corrupt(model_dir, 3)
+
+    trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
+    with caplog.at_level("WARNING"):
+        step = trainer.restore()
+
+    assert step == 2
+    assert "ckpt-3 cannot be read" in caplog.text
+    reference = GANTrainer(TINY, mirrored_strategy, str(tmp_path / "empty"))
+    reference.checkpoint.restore(os.path.join(model_dir, "ckpt-2"))
+    _assert_close(_weights(trainer), _weights(reference), atol=0.0)
+
+
+def test_no_readable_checkpoint_is_an_error(runs, tmp_path, mirrored_strategy):
+    model_dir = _copy_run(runs, tmp_path)
+    _corrupt(model_dir, 2)
+    _corrupt(model_dir, 3)
+
+    trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
+    with pytest.raises(ValueError, match="none of its checkpoints"):
+        trainer.restore()
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    runs, tmp_path, mirrored_strategy
+):
+    model_dir = _copy_run(runs, tmp_path)
+    trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
+    trainer.restore()
+    kernel = trainer.discriminator.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    with pytest.raises(TrainingDiverged, match=r"d_loss is nan at step 4"):
+        trainer.train(6, steps_per_call=1, checkpoint_every=1)
+
+    assert os.path.basename(trainer.manager.latest_checkpoint) == "ckpt-3"
+    assert not glob.glob(os.path.join(model_dir, "ckpt-4*"))

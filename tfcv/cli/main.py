@@ -107,6 +107,17 @@ def run_command(command, arguments):
     except KeyboardInterrupt:
         sys.stderr.write(f"tfcv {command}: interrupted.\n")
         return 130
+    except RuntimeError as error:
+        # Failures of the work itself (e.g. a diverged training run):
+        # status 1, unlike the usage errors above.
+        if os.environ.get("TFCV_DEBUG") or not _is_ours(error):
+            raise
+        sys.stderr.write(f"{prefix} {_one_line(error)}\n")
+        return 1
+
+
+def _is_ours(error):
+    return type(error).__module__.startswith("tfcv.")
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -58,9 +58,8 @@ from tfcv.layers.cross_replica_batch_normalization import (
     CrossReplicaBatchNormalization,
 )
 from tfcv.layers.self_attention import SelfAttention
-from tfcv.models.biggan_blocks import DiscriminatorBlock
+from tfcv.models.biggan import BigGANDiscriminator
 from tfcv.models.biggan_blocks import GeneratorBlock
-from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
 
@@ -348,8 +347,12 @@ class SAGANGenerator(tf_keras.Model):
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
-class SAGANDiscriminator(tf_keras.Model):
+class SAGANDiscriminator(BigGANDiscriminator):
     """Projection discriminator `D(x, y)` with self-attention; logits `[B]`.
+
+    BigGAN's discriminator (same blocks, attention and projection head) on
+    a `SAGANConfig`: spectral norm with `sn_epsilon`, attention after the
+    block whose output side is `attention_resolution`.
 
     Args:
       config: a `SAGANConfig` (or its dict form).
@@ -366,55 +369,21 @@ class SAGANDiscriminator(tf_keras.Model):
       TensorShape([2])
     """
 
+    config_class = SAGANConfig
+
     def __init__(self, config=SAGANConfig(), **kwargs):
-        super().__init__(**kwargs)
-        self.config = config = SAGANConfig.coerce(config)
-        ch, sn_eps = config.ch, config.sn_epsilon
+        super().__init__(config, **kwargs)
 
-        # Down-blocks; the first sees the image (no preactivation), the
-        # last keeps the side. Attention after the first at the given side.
-        self.blocks = []
-        self.attention_index = None
-        side = config.resolution
+    @staticmethod
+    def spectral_epsilon(config):
+        return config.sn_epsilon
+
+    @staticmethod
+    def attention_block_index(config):
+        # Every block but the last halves the side.
         count = len(config.d_multipliers)
-        for index, multiplier in enumerate(config.d_multipliers):
-            downsample = index < count - 1
-            self.blocks.append(
-                DiscriminatorBlock(
-                    ch * multiplier,
-                    downsample=downsample,
-                    preactivation=index > 0,
-                    epsilon=sn_eps,
-                    name=f"block_{index}",
-                )
-            )
-            side = side // 2 if downsample else side
-            if (
-                side == config.attention_resolution
-                and self.attention_index is None
-            ):
-                self.attention_index = index
-        self.attention = SelfAttention(epsilon=sn_eps, name="attention")
-        self.linear = sn_dense(1, sn_eps, "linear")
-        self.embedding = sn_dense(
-            ch * config.d_multipliers[-1], sn_eps, "embedding", use_bias=False
-        )
-
-    def call(self, inputs, training=False):
-        images, y = inputs
-        hidden = images
-        for index, block in enumerate(self.blocks):
-            hidden = block(hidden, training=training)
-            if index == self.attention_index:
-                hidden = self.attention(hidden, training=training)
-
-        # Projection head: w·h + b + <E y, h> on sum-pooled ReLU features.
-        return projection_logits(
-            hidden, y, self.linear, self.embedding, training
-        )
-
-    def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name}
+        sides = [config.resolution // 2 ** (i + 1) for i in range(count - 1)]
+        return sides.index(config.attention_resolution)
 
 
 def sagan_128(ch=64, num_classes=1000, **overrides):

@@ -9,7 +9,8 @@ filters apart and leaves their norms free (β = 1e-4 in the paper).
 A kernel of any rank is viewed as a matrix `W [N, C_out]` with one column
 per filter: Dense `[in, out]` as it is, Conv2D `[h, w, in, out]` reshaped
 to `[h·w·in, out]`. The penalty therefore acts on the `C_out × C_out`
-Gram matrix of the filters.
+Gram matrix of the filters; for a wide `W` (N < C_out) it is computed from
+the smaller `N × N` Gram matrix, which has the same Frobenius norm.
 
 Deviations from the paper: None. (The authors' PyTorch code applies the
 gradient `2 (W Wᵀ ⊙ (1 − I)) W` directly, half the gradient of Eq. 3; we
@@ -21,7 +22,6 @@ channels last, so the penalty decorrelates its input channels.)
 import math
 import numbers
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -54,25 +54,32 @@ def orthogonal_penalty(kernel, beta=1e-4, mode="off_diagonal"):
             "convolution kernels, not to biases or gains."
         )
     kernel = tf.cast(kernel, tf.float32)
-
-    # [..., C_out] -> [N, C_out]; Gram matrix [C_out, N] x [N, C_out].
+    # [..., C_out] -> W [N, C_out].
     columns = kernel.shape[-1]
     if columns is None:
         columns = tf.shape(kernel)[-1]
     matrix = tf.reshape(kernel, [-1, columns])
-    gram = tf.matmul(matrix, matrix, transpose_a=True)
-
-    # Eq. 3 masks the diagonal; Eq. 2 subtracts the identity. With a static
-    # C_out the mask is a constant (fewer ops in every training step).
-    if isinstance(columns, int):
-        identity = tf.constant(np.eye(columns, dtype=np.float32))
+    rows = matrix.shape[0]
+    # The Gram matrix's diagonal: squared filter norms [C_out].
+    norms = tf.reduce_sum(tf.square(matrix), axis=0)
+    if isinstance(columns, int) and rows is not None and rows < columns:
+        # Wide W: ‖WᵀW‖²_F = ‖WWᵀ‖²_F, so the [N, N] Gram matrix serves
+        # (BigGAN-128's first linear, W [20, 24576]: its [C, C] Gram
+        # matrix would take 2.4 GB). With N < C the off-diagonal part is
+        # a large share of the total, so the subtraction stays accurate.
+        small = tf.matmul(matrix, matrix, transpose_b=True)
+        off_diagonal = tf.reduce_sum(tf.square(small)) - tf.reduce_sum(
+            tf.square(norms)
+        )
     else:
-        identity = tf.eye(columns, dtype=gram.dtype)
+        gram = tf.matmul(matrix, matrix, transpose_a=True)
+        off_diagonal = tf.reduce_sum(
+            tf.square(tf.linalg.set_diag(gram, tf.zeros_like(norms)))
+        )
     if mode == "off_diagonal":
-        residual = gram * (1.0 - identity)
-    else:
-        residual = gram - identity
-    return beta * tf.reduce_sum(tf.square(residual))
+        return beta * off_diagonal
+    # Eq. 2: the off-diagonal part plus the diagonal's distance from 1.
+    return beta * (off_diagonal + tf.reduce_sum(tf.square(norms - 1.0)))
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")

@@ -32,6 +32,7 @@ import signal
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from absl import logging
 
 from tfcv.data import DATASETS
 from tfcv.data import get_dataset
@@ -97,11 +98,22 @@ class TrainConfig:
                 raise ValueError(
                     f"`{name}` must be >= 1, got {getattr(self, name)}."
                 )
-        if self.orthogonal_regularization < 0:
+        if not self.orthogonal_regularization >= 0:  # also refuses NaN
             raise ValueError(
                 "`orthogonal_regularization` must be >= 0, got "
                 f"{self.orthogonal_regularization}."
             )
+        for name in ("g_learning_rate", "d_learning_rate", "adam_epsilon"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"`{name}` must be a finite number > 0, got {value}."
+                )
+        for name in ("beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"`{name}` must be in [0, 1), got {getattr(self, name)}."
+                )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(
                 f"`ema_decay` must be in [0, 1), got {self.ema_decay}."
@@ -331,10 +343,37 @@ class GANTrainer:
         ema.copy_weights(self.generator, self.ema_generator)
 
     def restore(self):
-        """Restores the latest checkpoint, if any; returns the step."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        """Restores the newest readable checkpoint, if any; returns the step.
+
+        A newest checkpoint that cannot be read (truncated or corrupt
+        files, e.g. from a crash during the save) is reported as a warning
+        and the previous one is tried, down to the oldest kept.
+
+        Raises:
+          ValueError: if checkpoints exist but none can be read.
+        """
+        candidates = list(reversed(self.manager.checkpoints))
+        for path in candidates:
+            try:
+                status = self.checkpoint.restore(path)
+                status.assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError) as error:
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                logging.warning(
+                    "Checkpoint %s cannot be read (%s: %s); trying the "
+                    "previous one.",
+                    path,
+                    type(error).__name__,
+                    first_line[:200],
+                )
+                continue
+            return int(self.step.numpy())
+        if candidates:
+            raise ValueError(
+                f"--model_dir {self.model_dir}: none of its checkpoints "
+                f"({', '.join(os.path.basename(p) for p in candidates)}) can "
+                "be read; move them away to start again from step 0."
+            )
         return int(self.step.numpy())
 
     # The training step.
@@ -509,6 +548,7 @@ class GANTrainer:
                 outputs = self.train_function(tf.constant(count))
                 step += count
                 losses = {name: float(value) for name, value in outputs.items()}
+                _check_finite(losses, step, count, self.manager)
                 if progress is not None:
                     progress.update(step, losses)
                 if step % summary_every == 0 or step == total_steps:
@@ -569,6 +609,34 @@ def sample_grid(generator, per_class=10, seed=0, truncation=1.0):
     )
     images = generator((z, y), training=False, truncation=truncation)
     return samples.image_grid(images.numpy(), config.num_classes)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; nothing after the last good
+    checkpoint was saved."""
+
+
+def _check_finite(losses, step, count, manager):
+    """Raises `TrainingDiverged` naming the first non-finite loss."""
+    for name, value in sorted(losses.items()):
+        if not np.isfinite(value):
+            latest = manager.latest_checkpoint
+            kept = (
+                f"the newest checkpoint, {os.path.basename(latest)}, is the "
+                "last good one"
+                if latest
+                else "no checkpoint was written"
+            )
+            first = step - count + 1
+            within = (
+                f" (steps {first}-{step} ran in one call)" if count > 1 else ""
+            )
+            raise TrainingDiverged(
+                f"training diverged: {name} is {value} at step {step}"
+                f"{within}; stopped without saving, {kept}. Lower the "
+                "learning rates or rerun with --steps_per_call=1 to find "
+                "the first bad step."
+            )
 
 
 def _until_next(step, every):
