@@ -181,8 +181,17 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     model_dir = _copy_run(runs, tmp_path)
     trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
     trainer.restore()
-    kernel = trainer.discriminator.trainable_variables[0]
-    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    # D's output bias: its logits, and so both losses, become NaN. (A NaN
+    # inside a block can be swallowed by a ReLU, whose max(x, 0) maps NaN
+    # to 0 on CPU.)
+    (bias,) = [
+        v
+        for v in trainer.discriminator.trainable_variables
+        if "linear" in v.name and "bias" in v.name
+    ]
+    bias.assign(np.full(bias.shape, np.nan, np.float32))
+    step = trainer.step.numpy()
+    trainer.restore = lambda: step  # train() would undo the damage
 
     with pytest.raises(TrainingDiverged, match=r"d_loss is nan at step 4"):
         trainer.train(6, steps_per_call=1, checkpoint_every=1)

@@ -357,8 +357,9 @@ class GANTrainer:
             try:
                 status = self.checkpoint.restore(path)
                 status.assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError) as error:
+            except Exception as error:  # noqa: BLE001 (any unreadable file)
                 first_line = (str(error).strip().splitlines() or [""])[0]
+                last_error = f"{type(error).__name__}: {first_line[:200]}"
                 logging.warning(
                     "Checkpoint %s cannot be read (%s: %s); trying the "
                     "previous one.",
@@ -372,7 +373,8 @@ class GANTrainer:
             raise ValueError(
                 f"--model_dir {self.model_dir}: none of its checkpoints "
                 f"({', '.join(os.path.basename(p) for p in candidates)}) can "
-                "be read; move them away to start again from step 0."
+                f"be read (last: {last_error}); move them away to start "
+                "again from step 0."
             )
         return int(self.step.numpy())
 
