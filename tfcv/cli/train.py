@@ -94,6 +94,12 @@ def define_flags(flag_values):
     recipe(real, "d_learning_rate", "D's Adam rate.")
     recipe(real, "beta_1", "Adam beta_1.")
     recipe(real, "beta_2", "Adam beta_2.")
+    real(
+        "adam_epsilon",
+        DEFAULTS.adam_epsilon,
+        "Adam's epsilon. Larger values damp the first steps' sign-like "
+        "updates of near-zero gradients.",
+    )
     recipe(real, "ema_decay", "Decay of G's weight EMA.")
     recipe(integer, "ema_start", "Step from which the EMA averages.")
     recipe(
@@ -123,6 +129,23 @@ def define_flags(flag_values):
         "Compile the train step with XLA. auto: on for default/one_device/"
         "tpu; off for mirrored/multi_worker on CPU, whose collective "
         "all-reduce XLA cannot compile there.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "mixed_precision",
+        "float32",
+        ["float32", "bfloat16"],
+        "Compute precision of G and D. bfloat16 (TPU's type): variables, "
+        "batch-norm and spectral-norm statistics, losses and exports stay "
+        "float32.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_boolean(
+        "deterministic",
+        False,
+        "Make every op deterministic (tf.config.experimental."
+        "enable_op_determinism): a killed and resumed run then ends with "
+        "exactly the weights of an uninterrupted one. Can be slower.",
         flag_values=flag_values,
     )
     integer("steps_per_call", 25, "Train steps per compiled call.")
@@ -178,6 +201,8 @@ def train_config_from_flags(flag_values):
         flag_values.model,
         dataset=flag_values.dataset,
         seed=flag_values.seed,
+        adam_epsilon=flag_values.adam_epsilon,
+        mixed_precision=flag_values.mixed_precision,
         **overrides,
     )
 
@@ -186,6 +211,11 @@ def main(flag_values):
     started = time.time()
     config = train_config_from_flags(flag_values)
     model_dir = flag_values.model_dir
+
+    if flag_values.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
     # The strategy first: virtual CPUs must exist before any op runs.
     from tfcv.training.strategy import is_chief

@@ -24,6 +24,7 @@ rather than by epoch permutation, which makes the data position a pure
 function of the step (exact resumption with no iterator state).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -46,6 +47,19 @@ from tfcv.training import samples
 from tfcv.training.standing_statistics import collect_standing_statistics
 
 CONFIG_FILE = "config.json"
+PRECISIONS = ("float32", "bfloat16")
+
+
+@contextlib.contextmanager
+def _precision_policy(precision):
+    """Keras' global dtype policy set for the models built inside."""
+    previous = tf_keras.mixed_precision.global_policy()
+    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +85,9 @@ class TrainConfig:
         regularization of G's kernels (§3.1, Eq. 3: 1e-4); 0 turns it off.
         The shared class embedding is exempt, as in the authors' code.
       seed: seeds initialization and every random draw.
+      mixed_precision: "float32", or "bfloat16" to compute G and D in
+        bfloat16 (TPU's native type) with float32 variables, batch-norm
+        and spectral-norm statistics, losses and optimizer state.
     """
 
     model: str = "biggan_digits_32"
@@ -87,8 +104,14 @@ class TrainConfig:
     ema_start: int = 500
     orthogonal_regularization: float = 1e-4
     seed: int = 0
+    mixed_precision: str = "float32"
 
     def __post_init__(self):
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(
+                f"`mixed_precision` must be one of {PRECISIONS}, got "
+                f"{self.mixed_precision!r}."
+            )
         if self.model not in MODELS:
             raise ValueError(
                 f"Unknown model {self.model!r}; available: {sorted(MODELS)}."
@@ -202,6 +225,10 @@ def save_run_config(model_dir, config, model_config):
     if os.path.exists(path):
         with open(path) as handle:
             existing = json.load(handle)
+        # Fields added to TrainConfig since the run began take defaults.
+        defaults = dataclasses.asdict(TrainConfig(model=config.model))
+        existing["train"] = {**defaults, **existing.get("train", {})}
+        existing = json.loads(json.dumps(existing))
         if existing != record:
             differences = []
             for part in ("train", "model"):
@@ -267,9 +294,12 @@ class GANTrainer:
         tf_keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             builder = MODELS[config.model]
-            generator, discriminator, model_config = builder(
-                ch=config.ch, num_classes=num_classes
-            )
+            # G and D compute in the run's precision; their variables (and
+            # the EMA generator, built below in float32) stay float32.
+            with _precision_policy(config.mixed_precision):
+                generator, discriminator, model_config = builder(
+                    ch=config.ch, num_classes=num_classes
+                )
             self.model_config = model_config
             images, labels, _ = get_dataset(
                 config.dataset, "train", image_size=model_config.resolution
@@ -304,7 +334,7 @@ class GANTrainer:
             )
         if is_chief:
             os.makedirs(model_dir, exist_ok=True)
-        save_run_config(model_dir, config, model_config)
+            save_run_config(model_dir, config, model_config)
         self.checkpoint = tf.train.Checkpoint(
             step=self.step,
             standing_step=self.standing_step,
@@ -314,11 +344,20 @@ class GANTrainer:
             g_optimizer=self.g_optimizer,
             d_optimizer=self.d_optimizer,
         )
+        # Every worker restores the chief's checkpoints (model_dir must be
+        # storage they all see) and every worker saves, as multi-worker
+        # saving requires; the others save to a scratch folder of their
+        # own, never to model_dir.
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            model_dir if is_chief else os.path.join(model_dir, ".worker"),
-            max_to_keep=3,
+            self.checkpoint, model_dir, max_to_keep=3
         )
+        self.save_manager = self.manager
+        if not is_chief:
+            self.save_manager = tf.train.CheckpointManager(
+                self.checkpoint,
+                os.path.join(model_dir, f".worker-{_task_id(strategy)}"),
+                max_to_keep=1,
+            )
         self.train_function = tf.function(
             self._train_steps, jit_compile=jit_compile
         )
@@ -368,7 +407,7 @@ class GANTrainer:
                     first_line[:200],
                 )
                 continue
-            return int(self.step.numpy())
+            return self._agreed_step()
         if candidates:
             raise ValueError(
                 f"--model_dir {self.model_dir}: none of its checkpoints "
@@ -376,7 +415,29 @@ class GANTrainer:
                 f"be read (last: {last_error}); move them away to start "
                 "again from step 0."
             )
-        return int(self.step.numpy())
+        return self._agreed_step()
+
+    def _agreed_step(self):
+        """The restored step, checked to be the same on every worker.
+
+        Raises:
+          ValueError: if workers restored different steps (their model_dir
+            is not one shared folder).
+        """
+        step = int(self.step.numpy())
+        if _task_id(self.strategy) is None:
+            return step
+        replicas = self.strategy.num_replicas_in_sync
+        per_replica = self.strategy.run(lambda: tf.constant(step, tf.int64))
+        total = int(self.strategy.reduce("SUM", per_replica, axis=None))
+        if total != step * replicas:
+            raise ValueError(
+                f"the workers restored different checkpoints (this one: step "
+                f"{step}; mean over replicas {total / replicas:g}); "
+                f"--model_dir={self.model_dir} must be one folder every "
+                "worker sees (a shared file system or gs://)."
+            )
+        return step
 
     # The training step.
 
@@ -427,7 +488,7 @@ class GANTrainer:
         real = tf.gather(self.images, indices)
         real_y = tf.one_hot(tf.gather(self.labels, indices), self.num_classes)
         z, fake_y = self._fake_inputs(step, purpose + 1)
-        fake = self.generator((z, fake_y), training=True)
+        fake = tf.cast(self.generator((z, fake_y), training=True), real.dtype)
 
         # One D pass over [real; fake] (D has no batch norm).
         with tf.GradientTape() as tape:
@@ -435,7 +496,7 @@ class GANTrainer:
                 (tf.concat([real, fake], 0), tf.concat([real_y, fake_y], 0)),
                 training=True,
             )
-            real_logits, fake_logits = tf.split(logits, 2)
+            real_logits, fake_logits = tf.split(tf.cast(logits, tf.float32), 2)
             loss = tf.nn.compute_average_loss(
                 hinge_discriminator_loss(real_logits, fake_logits),
                 global_batch_size=batch,
@@ -450,6 +511,7 @@ class GANTrainer:
         with tf.GradientTape() as tape:
             fake = self.generator((z, y), training=True)
             logits = self.discriminator((fake, y), training=True)
+            logits = tf.cast(logits, tf.float32)
             loss = tf.nn.compute_average_loss(
                 hinge_generator_loss(logits),
                 global_batch_size=self.config.batch_size,
@@ -526,10 +588,12 @@ class GANTrainer:
           The last losses as a dict of floats.
         """
         step = self.restore()
-        writer = tf.summary.create_file_writer(
-            os.path.join(self.model_dir, "summaries")
+        writer = (
+            tf.summary.create_file_writer(
+                os.path.join(self.model_dir, "summaries")
+            )
             if self.is_chief
-            else os.path.join(self.model_dir, ".worker", "summaries")
+            else tf.summary.create_noop_writer()
         )
         stop = {"requested": False}
         previous = signal.getsignal(signal.SIGTERM)
@@ -566,9 +630,8 @@ class GANTrainer:
         return losses
 
     def save(self):
-        """Writes a checkpoint at the current step (chief only)."""
-        if self.is_chief:
-            self.manager.save(checkpoint_number=int(self.step.numpy()))
+        """Writes a checkpoint at the current step (others: to scratch)."""
+        self.save_manager.save(checkpoint_number=int(self.step.numpy()))
 
     def _write_summaries(self, writer, step, losses):
         if not self.is_chief:
@@ -611,6 +674,14 @@ def sample_grid(generator, per_class=10, seed=0, truncation=1.0):
     )
     images = generator((z, y), training=False, truncation=truncation)
     return samples.image_grid(images.numpy(), config.num_classes)
+
+
+def _task_id(strategy):
+    """This worker's index in a multi-worker cluster, else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    return resolver.task_id
 
 
 class TrainingDiverged(RuntimeError):

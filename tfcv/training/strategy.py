@@ -11,6 +11,9 @@ devices so that cross-replica code really runs with several replicas),
 `tpu` (`TPUStrategy` on the TPU at `tpu_address`).
 """
 
+import json
+import os
+
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -42,6 +45,66 @@ def configure_virtual_cpus(count: int) -> None:
         ) from error
 
 
+def check_tf_config(raw):
+    """Validates a `TF_CONFIG` string for `multi_worker`; returns it parsed.
+
+    Expected: `{"cluster": {"worker": ["host:port", ...]}, "task":
+    {"type": "worker", "index": i}}` (a `chief` job may be listed too).
+
+    Raises:
+      ValueError: naming what is wrong and the expected form.
+    """
+    example = (
+        'e.g. {"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"TF_CONFIG is not valid JSON ({error.msg} at character "
+            f"{error.pos}); {example}."
+        ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f'TF_CONFIG has no "cluster" mapping; {example}.')
+    for job, addresses in cluster.items():
+        if (
+            not isinstance(addresses, list)
+            or not addresses
+            or not all(
+                isinstance(a, str) and a.rpartition(":")[2].isdigit()
+                for a in addresses
+            )
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster job {job!r} must be a non-empty list of "
+                f'"host:port" strings, got {addresses!r}.'
+            )
+    task = config.get("task")
+    if not isinstance(task, dict) or "type" not in task:
+        raise ValueError(
+            f'TF_CONFIG has no "task" with a "type" and "index"; {example}.'
+        )
+    job, index = task.get("type"), task.get("index", 0)
+    if job not in cluster:
+        raise ValueError(
+            f"TF_CONFIG task type {job!r} is not a job of the cluster "
+            f"({', '.join(sorted(cluster))})."
+        )
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or not (0 <= index < len(cluster[job]))
+    ):
+        raise ValueError(
+            f"TF_CONFIG task index {index!r} does not name one of the "
+            f"{len(cluster[job])} {job!r} tasks (0 to "
+            f"{len(cluster[job]) - 1})."
+        )
+    return config
+
+
 def make_strategy(
     name: str = "mirrored", virtual_cpus: int = 2, tpu_address: str = ""
 ) -> tf.distribute.Strategy:
@@ -54,7 +117,8 @@ def make_strategy(
       tpu_address: the TPU's name or `grpc://` address for `tpu`.
 
     Raises:
-      ValueError: for an unknown `name` or a bad `virtual_cpus`.
+      ValueError: for an unknown `name`, a bad `virtual_cpus`, a malformed
+        `TF_CONFIG` (multi_worker) or no `tpu_address` (tpu).
     """
     if name not in STRATEGIES:
         raise ValueError(
@@ -63,6 +127,10 @@ def make_strategy(
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "tpu":
+        if not tpu_address:
+            raise ValueError(
+                "--strategy=tpu needs --tpu=<TPU name or grpc://host:port>."
+            )
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             tpu=tpu_address
         )
@@ -70,6 +138,9 @@ def make_strategy(
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
+        # Without TF_CONFIG this process is a cluster of one worker.
+        if os.environ.get("TF_CONFIG"):
+            check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.MultiWorkerMirroredStrategy()
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -1,0 +1,264 @@
+"""Distributed training through `tfcv train`: the same model whatever runs
+it, and recovery from faults.
+
+Every run here is a real `tfcv train` process; runs are compared through
+their checkpoints (every variable of G, D, the EMA generator and both
+optimizers).
+
+- 1 replica (one_device), 4 replicas (mirrored over 4 virtual CPUs), two
+  worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, 1 replica
+  each) and XLA (`--jit_compile=true`) all end one step with the same
+  weights within 1e-4.
+- `kill -9` mid-run, then SIGTERM mid-run, then a rerun to the end: with
+  `--deterministic`, the same weights as an uninterrupted run.
+
+Adam's first update is about lr · sign(g) where |g| >> ε, so float
+rounding of near-zero gradient entries (different summation orders on
+different replica counts) would decide whole steps of size lr; these runs
+use `--adam_epsilon=1e-3` so that the comparison is about the gradients.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tfcv_command
+
+ONE_STEP = [
+    "--steps=1",
+    "--ch=8",
+    "--batch_size=8",
+    "--steps_per_call=1",
+    "--adam_epsilon=1e-3",
+    "--ema_start=1",
+    "--no-evaluate",
+    "--seed=3",
+]
+
+
+def _train(model_dir, *flags, env=None, check=True):
+    result = subprocess.run(
+        tfcv_command() + ["train", f"--model_dir={model_dir}", *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-2000:] + result.stderr[-3000:])
+    return result
+
+
+def _arrays(model_dir_or_checkpoint):
+    """`{variable path: array}` of the latest checkpoint."""
+    path = model_dir_or_checkpoint
+    if os.path.isdir(path):
+        path = tf.train.latest_checkpoint(path)
+    assert path, f"no checkpoint in {model_dir_or_checkpoint}"
+    reader = tf.train.load_checkpoint(path)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+        and not name.startswith("save_counter")
+    }
+
+
+def _worst_difference(first, second):
+    assert sorted(first) == sorted(second)
+    assert len(first) > 100  # G, D, EMA G and the optimizers' slots
+    return max(
+        float(np.abs(first[name].astype(np.float64) - second[name]).max())
+        for name in first
+        if first[name].dtype.kind == "f"
+    )
+
+
+@pytest.fixture(scope="module")
+def one_replica(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("one_replica"))
+    _train(model_dir, "--strategy=one_device", "--jit_compile=false", *ONE_STEP)
+    return _arrays(model_dir)
+
+
+def test_four_replicas_give_the_one_replica_step(one_replica, tmp_path):
+    _train(tmp_path, "--strategy=mirrored", "--virtual_cpus=4", *ONE_STEP)
+
+    assert _worst_difference(_arrays(str(tmp_path)), one_replica) <= 1e-4
+
+
+def test_xla_step_gives_the_graph_step(one_replica, tmp_path):
+    _train(tmp_path, "--strategy=one_device", "--jit_compile=true", *ONE_STEP)
+
+    assert _worst_difference(_arrays(str(tmp_path)), one_replica) <= 1e-4
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_worker_processes_train_the_one_replica_model(
+    one_replica, tmp_path
+):
+    model_dir = str(tmp_path / "run")
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    processes = []
+    for index in range(2):
+        config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = dict(os.environ, TF_CONFIG=json.dumps(config))
+        processes.append(
+            subprocess.Popen(
+                tfcv_command()
+                + [
+                    "train",
+                    f"--model_dir={model_dir}",
+                    "--strategy=multi_worker",
+                    *ONE_STEP,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, out[-2000:] + err[-3000:]
+
+    chief = _arrays(model_dir)
+    worker = _arrays(os.path.join(model_dir, ".worker-1"))
+    assert _worst_difference(chief, worker) == 0.0
+    assert _worst_difference(chief, one_replica) <= 1e-4
+    # Only the chief wrote into model_dir.
+    assert sorted(os.listdir(model_dir)) == sorted(
+        [
+            ".worker-1",
+            "checkpoint",
+            "config.json",
+            "samples.png",
+            "summaries",
+        ]
+        + [name for name in os.listdir(model_dir) if name.startswith("ckpt-")]
+    )
+
+
+def test_bad_tf_config_is_a_one_line_error(tmp_path):
+    env = dict(os.environ, TF_CONFIG='{"cluster": {"worker": ["a:1"]}, ')
+    result = _train(
+        tmp_path / "run", "--strategy=multi_worker", env=env, check=False
+    )
+
+    assert result.returncode == 2
+    assert "TF_CONFIG is not valid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "run")
+
+
+KILL_FLAGS = [
+    "--steps=24",
+    "--ch=8",
+    "--batch_size=8",
+    "--steps_per_call=1",
+    "--checkpoint_every=4",
+    "--summary_every=24",
+    "--ema_start=1",
+    "--no-evaluate",
+    "--deterministic",
+    "--strategy=one_device",
+    "--jit_compile=false",
+]
+
+
+def _start(model_dir):
+    return subprocess.Popen(
+        tfcv_command() + ["train", f"--model_dir={model_dir}", *KILL_FLAGS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_checkpoint(model_dir, step, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(os.path.join(model_dir, f"ckpt-{step}.index")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(process.communicate()[1][-3000:])
+        time.sleep(0.05)
+    raise AssertionError(f"no ckpt-{step} after {timeout} s")
+
+
+def test_killed_then_preempted_run_ends_with_the_uninterrupted_weights(
+    tmp_path,
+):
+    straight = str(tmp_path / "straight")
+    _train(straight, *KILL_FLAGS)
+
+    interrupted = str(tmp_path / "interrupted")
+    process = _start(interrupted)
+    _wait_for_checkpoint(interrupted, 4, process)
+    process.kill()  # SIGKILL: no chance to save
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = tf.train.latest_checkpoint(interrupted)
+    assert int(killed_at.rsplit("-", 1)[1]) < 24
+
+    process = _start(interrupted)
+    resumed_from = int(killed_at.rsplit("-", 1)[1])
+    _wait_for_checkpoint(interrupted, resumed_from + 4, process)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 143, out
+    assert "Stopped by SIGTERM" in out
+
+    _train(interrupted, *KILL_FLAGS)
+
+    assert _worst_difference(_arrays(interrupted), _arrays(straight)) == 0.0
+
+
+def test_bfloat16_run_keeps_float32_variables_and_exports_float32(
+    one_replica, tmp_path
+):
+    model_dir = str(tmp_path / "run")
+    _train(
+        model_dir,
+        "--strategy=one_device",
+        "--jit_compile=false",
+        "--mixed_precision=bfloat16",
+        *ONE_STEP,
+    )
+    arrays = _arrays(model_dir)
+
+    assert {a.dtype for a in arrays.values() if a.dtype.kind == "f"} == {
+        np.dtype("float32")
+    }
+    # The step really ran in bfloat16: close to, but not, the float32 one.
+    worst = _worst_difference(arrays, one_replica)
+    assert 0.0 < worst <= 1e-2, worst
+
+    subprocess.run(
+        tfcv_command()
+        + ["export", f"--model_dir={model_dir}", f"--export_dir={tmp_path}/e"],
+        check=True,
+        capture_output=True,
+    )
+    module = tf.saved_model.load(str(tmp_path / "e" / "1"))
+    images = module.signatures["serving_default"](
+        z=tf.random.normal([2, 80]),
+        y=tf.one_hot([1, 2], 10),
+        truncation=tf.constant(1.0),
+    )["default"]
+    assert images.dtype == tf.float32
+    assert np.isfinite(images.numpy()).all()
