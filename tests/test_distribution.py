@@ -38,7 +38,7 @@ ONE_STEP = [
     "--steps_per_call=1",
     "--adam_epsilon=1e-3",
     "--ema_start=1",
-    "--no-evaluate",
+    "--noevaluate",
     "--seed=3",
 ]
 
@@ -173,7 +173,7 @@ KILL_FLAGS = [
     "--checkpoint_every=4",
     "--summary_every=24",
     "--ema_start=1",
-    "--no-evaluate",
+    "--noevaluate",
     "--deterministic",
     "--strategy=one_device",
     "--jit_compile=false",
@@ -244,9 +244,20 @@ def test_bfloat16_run_keeps_float32_variables_and_exports_float32(
     assert {a.dtype for a in arrays.values() if a.dtype.kind == "f"} == {
         np.dtype("float32")
     }
-    # The step really ran in bfloat16: close to, but not, the float32 one.
-    worst = _worst_difference(arrays, one_replica)
-    assert 0.0 < worst <= 1e-2, worst
+    # The step really ran in bfloat16: its gradients (Adam's slots after
+    # one step) are not the float32 ones, but point the same way.
+    for optimizer in ("g_optimizer", "d_optimizer"):
+        names = sorted(
+            name
+            for name in arrays
+            if name.startswith(optimizer) and arrays[name].size > 1
+        )
+        ours = np.concatenate([arrays[name].ravel() for name in names])
+        reference = np.concatenate(
+            [one_replica[name].ravel() for name in names]
+        )
+        assert not np.array_equal(ours, reference)
+        assert np.corrcoef(ours, reference)[0, 1] > 0.98, optimizer
 
     subprocess.run(
         tfcv_command()

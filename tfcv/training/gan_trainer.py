@@ -375,10 +375,12 @@ class GANTrainer:
         config = self.model_config
         z = tf.zeros([2, config.dim_z])
         y = tf.one_hot([0, 1], config.num_classes)
-        self.generator((z, y))
-        self.ema_generator((z, y))
         side = config.resolution
-        self.discriminator((tf.zeros([2, side, side, 3]), y))
+        # Layers made at build time take the policy in force then.
+        with _precision_policy(self.config.mixed_precision):
+            self.generator((z, y))
+            self.discriminator((tf.zeros([2, side, side, 3]), y))
+        self.ema_generator((z, y))
         ema.copy_weights(self.generator, self.ema_generator)
 
     def restore(self):
@@ -450,9 +452,9 @@ class GANTrainer:
             ]
         )
         if kind == "normal":
-            return tf.random.stateless_normal(shape, seed=seed)
+            return portable_normal(shape, seed)
         return tf.random.stateless_uniform(
-            shape, seed=seed, maxval=maxval, dtype=tf.int32
+            shape, seed=seed, maxval=maxval, dtype=tf.int32, alg="philox"
         )
 
     def _replica_slice(self, tensor):
@@ -676,6 +678,29 @@ def sample_grid(generator, per_class=10, seed=0, truncation=1.0):
     return samples.image_grid(images.numpy(), config.num_classes)
 
 
+# Resolution of `portable_normal`'s uniform grid: 2^24 levels.
+_NORMAL_LEVELS = 2**24
+
+
+def portable_normal(shape, seed):
+    """Standard-normal draws that XLA and the TF kernels agree on.
+
+    TensorFlow's stateless normal (and float uniform) ops give other
+    numbers when compiled with XLA, even with `alg="philox"`; its integer
+    uniform op gives the same ones. So: integers `k` uniform in `[0, 2^24)`,
+    `u = (k + 1/2) / 2^24` in (0, 1), and `Φ⁻¹(u)` (values within ±5.3).
+
+    Args:
+      shape: output shape.
+      seed: shape-[2] integer seed.
+    """
+    levels = tf.random.stateless_uniform(
+        shape, seed=seed, maxval=_NORMAL_LEVELS, dtype=tf.int32, alg="philox"
+    )
+    uniform = (tf.cast(levels, tf.float32) + 0.5) / _NORMAL_LEVELS
+    return tf.math.ndtri(uniform)
+
+
 def _task_id(strategy):
     """This worker's index in a multi-worker cluster, else None."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -721,7 +746,7 @@ def generate(generator, labels, seed=0, truncation=1.0, batch_size=200):
     config = generator.config
     labels = np.asarray(labels)
     z = truncation * tf.random.stateless_truncated_normal(
-        [len(labels), config.dim_z], seed=[seed, 777]
+        [len(labels), config.dim_z], seed=[seed, 777], alg="philox"
     )
     y = tf.one_hot(labels, config.num_classes)
     call = tf.function(

@@ -16,7 +16,7 @@ def grid_latents(num_classes, per_class, dim_z, seed=0, truncation=1.0):
     checkpoint and from an exported module can be compared.
     """
     z = tf.random.stateless_truncated_normal(
-        [num_classes * per_class, dim_z], seed=[seed, 12345]
+        [num_classes * per_class, dim_z], seed=[seed, 12345], alg="philox"
     )
     labels = np.repeat(np.arange(num_classes), per_class)
     return truncation * z, tf.one_hot(labels, num_classes)

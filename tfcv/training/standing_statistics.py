@@ -18,13 +18,16 @@ def sample_latents(num, dim_z, num_classes, seed, truncation=1.0):
     """Truncated-normal z `[num, dim_z]` (scaled) and one-hot y `[num, K]`."""
     seed = tf.constant(seed, tf.int64)
     z = tf.random.stateless_truncated_normal(
-        [num, dim_z], seed=tf.stack([seed, tf.constant(1, tf.int64)])
+        [num, dim_z],
+        seed=tf.stack([seed, tf.constant(1, tf.int64)]),
+        alg="philox",
     )
     labels = tf.random.stateless_uniform(
         [num],
         seed=tf.stack([seed, tf.constant(2, tf.int64)]),
         maxval=num_classes,
         dtype=tf.int32,
+        alg="philox",
     )
     return truncation * z, tf.one_hot(labels, num_classes)
 
