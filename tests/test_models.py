@@ -74,5 +74,5 @@ def test_config_rejects_inconsistent_values():
         BigGANConfig(dim_z=81)
     with pytest.raises(ValueError, match="num_classes"):
         BigGANConfig(num_classes=0)
-    with pytest.raises(ValueError, match="BigGANConfig or a dict"):
+    with pytest.raises(ValueError, match="BigGANConfig or its dict form"):
         BigGANGenerator(config=32)

@@ -8,9 +8,11 @@ import dataclasses
 from typing import Optional
 from typing import Tuple
 
+from tfcv.models.config_base import ConfigDict
+
 
 @dataclasses.dataclass(frozen=True)
-class BigGANConfig:
+class BigGANConfig(ConfigDict):
     """Architecture of a BigGAN generator / discriminator pair.
 
     The defaults are the 32x32 digits model; `paper_config` gives the
@@ -35,6 +37,8 @@ class BigGANConfig:
       d_attention_resolution: side of D's self-attention block (Tables 4-6:
         64); None means `attention_resolution`.
     """
+
+    _EXAMPLE = "biggan_128"
 
     resolution: int = 32
     ch: int = 32
@@ -132,30 +136,6 @@ class BigGANConfig:
         if self.d_attention_resolution is None:
             return self.attention_resolution
         return self.d_attention_resolution
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def coerce(cls, config):
-        """Returns `config` as a `BigGANConfig` (it may be its dict form)."""
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if not isinstance(config, cls):
-            raise ValueError(
-                f"`config` must be a BigGANConfig or a dict, got "
-                f"{type(config).__name__}."
-            )
-        return config
-
-    @classmethod
-    def from_dict(cls, values):
-        """Inverse of `to_dict`; fields added later take their defaults."""
-        values = dict(values)
-        for key in ("g_multipliers", "d_multipliers", "standing_levels"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 # Appendix B, Tables 4-6: G's channel multipliers (4x4 map, then each

@@ -8,6 +8,8 @@ import dataclasses
 from typing import Optional
 from typing import Tuple
 
+from tfcv.models.config_base import ConfigDict
+
 
 # Tables 7-9: channels (multiples of ch) of G's 4x4 map, then after each
 # resolution stage. D uses them in reverse: its stem, then its stages.
@@ -28,7 +30,7 @@ def _invalid(field, value, rule, fix):
 
 
 @dataclasses.dataclass(frozen=True)
-class BigGANDeepConfig:
+class BigGANDeepConfig(ConfigDict):
     """Architecture of a BigGAN-deep generator / discriminator pair.
 
     Attributes:
@@ -51,6 +53,8 @@ class BigGANDeepConfig:
       standing_levels: truncations at which standing BN statistics are
         kept (Appendix C.1 collects them at the sampling truncation).
     """
+
+    _EXAMPLE = "biggan_deep_128"
 
     resolution: int = 128
     ch: int = 128
@@ -182,23 +186,3 @@ class BigGANDeepConfig:
         """Channels of G's and D's features at `side` x `side`."""
         index = (side // 4).bit_length() - 1
         return self.ch * self.channel_multipliers[index]
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def coerce(cls, config):
-        """Returns `config` as a `BigGANDeepConfig` (or its dict form)."""
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if not isinstance(config, cls):
-            raise ValueError(
-                "`config` must be a BigGANDeepConfig or its dict form, got "
-                f"{type(config).__name__}; build one with "
-                "BigGANDeepConfig(...) or a preset such as biggan_deep_128."
-            )
-        return config
-
-    @classmethod
-    def from_dict(cls, values):
-        return cls(**values)

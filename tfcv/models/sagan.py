@@ -62,10 +62,11 @@ from tfcv.models.biggan import BigGANDiscriminator
 from tfcv.models.biggan_blocks import GeneratorBlock
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
+from tfcv.models.config_base import ConfigDict
 
 
 @dataclasses.dataclass(frozen=True)
-class SAGANConfig:
+class SAGANConfig(ConfigDict):
     """Architecture of a SAGAN generator / discriminator pair.
 
     Defaults are the 128x128 ImageNet model. The paper states the
@@ -94,6 +95,8 @@ class SAGANConfig:
       standing_levels: truncations at which standing BN statistics are
         kept (SAGAN samples untruncated: 1.0).
     """
+
+    _EXAMPLE = "sagan_128"
 
     resolution: int = 128
     ch: int = 64
@@ -155,29 +158,6 @@ class SAGANConfig:
                 "`standing_levels` must be a non-empty increasing sequence, "
                 f"got {levels!r}; e.g. pass (1.0,)."
             )
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def coerce(cls, config):
-        """Returns `config` as a `SAGANConfig` (it may be its dict form)."""
-        if isinstance(config, dict):
-            return cls.from_dict(config)
-        if not isinstance(config, cls):
-            raise ValueError(
-                f"`config` must be a SAGANConfig or a dict, got "
-                f"{type(config).__name__}."
-            )
-        return config
-
-    @classmethod
-    def from_dict(cls, values):
-        values = dict(values)
-        for key in ("g_multipliers", "d_multipliers", "standing_levels"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
