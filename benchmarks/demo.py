@@ -20,17 +20,14 @@ import subprocess
 import sys
 import time
 
+from timing import cpu_times  # benchmarks/ is on sys.path
+
 TARGET_ACCURACY = 0.80
 TARGET_SECONDS = 20 * 60
 
 
-def _cpu_times():
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    return sum(values), values[3] + values[4]
-
-
 def _own_cpu_seconds():
+    """CPU time of the finished stage processes."""
     usage = os.times()
     return usage.children_user + usage.children_system
 
@@ -76,7 +73,7 @@ def main():
     clock_hz = os.sysconf("SC_CLK_TCK")
     ncpu = os.cpu_count() or 1
     total_start = time.time()
-    busy_start, idle_start = _cpu_times()
+    busy_start, idle_start = cpu_times()
     own_start = _own_cpu_seconds()
     timings = []
     for name, command in stages:
@@ -91,7 +88,7 @@ def main():
             )
             return result.returncode
     total = time.time() - total_start
-    busy_end, idle_end = _cpu_times()
+    busy_end, idle_end = cpu_times()
     own = _own_cpu_seconds() - own_start
     all_busy = ((busy_end - busy_start) - (idle_end - idle_start)) / clock_hz
     others = max(all_busy - own, 0.0) / max(total * ncpu, 1e-9)
