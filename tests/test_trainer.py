@@ -165,6 +165,17 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
     _assert_close(_weights(trainer), _weights(reference), atol=0.0)
 
 
+def test_export_loads_the_newest_readable_checkpoint(runs, tmp_path):
+    from tfcv.training.checkpoints import load_ema_generator
+
+    model_dir = _copy_run(runs, tmp_path)
+    _corrupt(model_dir, 3)
+
+    _, step = load_ema_generator(model_dir)
+
+    assert step == 2
+
+
 def test_no_readable_checkpoint_is_an_error(runs, tmp_path, mirrored_strategy):
     model_dir = _copy_run(runs, tmp_path)
     _corrupt(model_dir, 2)

@@ -1,9 +1,12 @@
 """Loading the EMA generator of a training run for sampling and export."""
 
+import os
+
 import tensorflow as tf
 
 from tfcv.models import generator_from_config
 from tfcv.training.gan_trainer import load_run_config
+from tfcv.training.restore import restore_newest_readable
 from tfcv.training.standing_statistics import collect_standing_statistics
 
 
@@ -20,8 +23,8 @@ def load_ema_generator(model_dir):
       ValueError: if `model_dir` holds no run or no checkpoint.
     """
     train_config, model_config = load_run_config(model_dir)
-    latest = tf.train.latest_checkpoint(model_dir)
-    if latest is None:
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None or not state.all_model_checkpoint_paths:
         raise ValueError(
             f"--model_dir {model_dir} holds no checkpoint; train first with "
             f"`tfcv train --model_dir={model_dir}`."
@@ -38,7 +41,11 @@ def load_ema_generator(model_dir):
     checkpoint = tf.train.Checkpoint(
         step=step, standing_step=standing_step, ema_generator=generator
     )
-    checkpoint.restore(latest).expect_partial()
+    paths = [
+        path if os.path.isabs(path) else os.path.join(model_dir, path)
+        for path in state.all_model_checkpoint_paths
+    ]
+    restore_newest_readable(checkpoint, paths, model_dir)
     if int(standing_step.numpy()) != int(step.numpy()):
         collect_standing_statistics(generator, seed=train_config.seed)
     return generator, int(step.numpy())

@@ -33,7 +33,6 @@ import signal
 import numpy as np
 import tensorflow as tf
 import tf_keras
-from absl import logging
 
 from tfcv.data import DATASETS
 from tfcv.data import get_dataset
@@ -44,6 +43,7 @@ from tfcv.models import generator_from_config
 from tfcv.regularizers import orthogonal_penalty
 from tfcv.training import ema
 from tfcv.training import samples
+from tfcv.training.restore import restore_newest_readable
 from tfcv.training.standing_statistics import collect_standing_statistics
 
 CONFIG_FILE = "config.json"
@@ -393,30 +393,9 @@ class GANTrainer:
         Raises:
           ValueError: if checkpoints exist but none can be read.
         """
-        candidates = list(reversed(self.manager.checkpoints))
-        for path in candidates:
-            try:
-                status = self.checkpoint.restore(path)
-                status.assert_existing_objects_matched()
-            except Exception as error:  # noqa: BLE001 (any unreadable file)
-                first_line = (str(error).strip().splitlines() or [""])[0]
-                last_error = f"{type(error).__name__}: {first_line[:200]}"
-                logging.warning(
-                    "Checkpoint %s cannot be read (%s: %s); trying the "
-                    "previous one.",
-                    path,
-                    type(error).__name__,
-                    first_line[:200],
-                )
-                continue
-            return self._agreed_step()
-        if candidates:
-            raise ValueError(
-                f"--model_dir {self.model_dir}: none of its checkpoints "
-                f"({', '.join(os.path.basename(p) for p in candidates)}) can "
-                f"be read (last: {last_error}); move them away to start "
-                "again from step 0."
-            )
+        restore_newest_readable(
+            self.checkpoint, self.manager.checkpoints, self.model_dir
+        )
         return self._agreed_step()
 
     def _agreed_step(self):
