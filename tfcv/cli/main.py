@@ -41,9 +41,10 @@ def _help_text(command, module, flag_values):
     for flag in sorted(flag_values._flags().values(), key=lambda f: f.name):
         if flag.name in ("help", "helpfull", "helpshort", "helpxml"):
             continue
-        default = flag.default_as_str or "''"
         text.append(f"  --{flag.name}: {flag.help}")
-        text.append(f"    (default: {default})")
+        # Flags without a default say in their help what applies instead.
+        if flag.default is not None:
+            text.append(f"    (default: {flag.default_as_str})")
     return "\n".join(text) + "\n"
 
 
