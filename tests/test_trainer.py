@@ -204,8 +204,31 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     step = trainer.step.numpy()
     trainer.restore = lambda: step  # train() would undo the damage
 
-    with pytest.raises(TrainingDiverged, match=r"d_loss is nan at step 4"):
+    with pytest.raises(
+        TrainingDiverged, match=r"a loss became NaN or infinite at step 4"
+    ):
         trainer.train(6, steps_per_call=1, checkpoint_every=1)
 
     assert os.path.basename(trainer.manager.latest_checkpoint) == "ckpt-3"
     assert not glob.glob(os.path.join(model_dir, "ckpt-4*"))
+
+
+def test_nan_weights_that_the_losses_hide_stop_training(
+    runs, tmp_path, mirrored_strategy
+):
+    model_dir = _copy_run(runs, tmp_path)
+    trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
+    trainer.restore()
+    # A NaN in D's first kernel: the ReLUs map it to 0, the losses stay
+    # finite, the weights do not.
+    kernel = trainer.discriminator.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    step = trainer.step.numpy()
+    trainer.restore = lambda: step
+
+    with pytest.raises(
+        TrainingDiverged, match=r"weights hold NaN .* after steps 4-5"
+    ):
+        trainer.train(5, steps_per_call=2, checkpoint_every=10)
+
+    assert os.path.basename(trainer.manager.latest_checkpoint) == "ckpt-3"

@@ -146,3 +146,12 @@ def test_portable_normal_is_normal_and_the_same_under_xla():
     np.testing.assert_allclose(xla.numpy(), graph, atol=1e-4)
     assert stats.kstest(graph, "norm").pvalue > 1e-3
     assert np.isfinite(graph).all()
+
+
+def test_portable_normal_is_finite_at_the_extreme_levels():
+    from tfcv.training.gan_trainer import levels_to_normal
+
+    # A draw hits the top level about once in 2^23: it must stay finite.
+    extremes = levels_to_normal(tf.constant([0, 2**23 - 1])).numpy()
+
+    np.testing.assert_allclose(extremes, [-5.2947, 5.2947], atol=1e-3)

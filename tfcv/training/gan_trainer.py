@@ -528,6 +528,8 @@ class GANTrainer:
 
     def _train_steps(self, num_steps):
         d_loss = g_loss = tf.constant(0.0)
+        # The first step (1-based) whose losses were not finite; -1: none.
+        bad_step = tf.constant(-1, tf.int64)
         for _ in tf.range(num_steps):
             step = self.step.read_value()
             per_replica = self.strategy.run(self._replica_step, args=(step,))
@@ -535,6 +537,14 @@ class GANTrainer:
                 self.strategy.reduce("SUM", value, axis=None)
                 for value in per_replica
             ]
+            finite = tf.logical_and(
+                tf.math.is_finite(d_loss), tf.math.is_finite(g_loss)
+            )
+            bad_step = tf.where(
+                tf.logical_and(bad_step < 0, tf.logical_not(finite)),
+                step + 1,
+                bad_step,
+            )
             self.step.assign_add(1)
             ema.update_ema(
                 self.generator,
@@ -543,7 +553,21 @@ class GANTrainer:
                 self.step,
                 self.config.ema_start,
             )
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        # A NaN can hide from the losses (ReLU and the hinge map NaN to 0
+        # on CPU), so the weights are checked too: one pass per call.
+        weights_finite = tf.reduce_all(
+            [
+                tf.reduce_all(tf.math.is_finite(variable))
+                for model in (self.generator, self.discriminator)
+                for variable in model.trainable_variables
+            ]
+        )
+        return {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "bad_step": bad_step,
+            "weights_finite": weights_finite,
+        }
 
     # The loop around it.
 
@@ -594,8 +618,10 @@ class GANTrainer:
                 )
                 outputs = self.train_function(tf.constant(count))
                 step += count
-                losses = {name: float(value) for name, value in outputs.items()}
-                _check_finite(losses, step, count, self.manager)
+                losses = {
+                    name: float(outputs[name]) for name in ("d_loss", "g_loss")
+                }
+                _check_finite(outputs, step, count, self.manager)
                 if progress is not None:
                     progress.update(step, losses)
                 if step % summary_every == 0 or step == total_steps:
@@ -657,8 +683,10 @@ def sample_grid(generator, per_class=10, seed=0, truncation=1.0):
     return samples.image_grid(images.numpy(), config.num_classes)
 
 
-# Resolution of `portable_normal`'s uniform grid: 2^24 levels.
-_NORMAL_LEVELS = 2**24
+# Resolution of `portable_normal`'s uniform grid: 2^23 levels, so that
+# k + 1/2 is exact in float32 for every level k (with 2^24 levels the top
+# one rounds to 2^24, u to 1 and Φ⁻¹(u) to +inf).
+_NORMAL_LEVELS = 2**23
 
 
 def portable_normal(shape, seed):
@@ -666,8 +694,9 @@ def portable_normal(shape, seed):
 
     TensorFlow's stateless normal (and float uniform) ops give other
     numbers when compiled with XLA, even with `alg="philox"`; its integer
-    uniform op gives the same ones. So: integers `k` uniform in `[0, 2^24)`,
-    `u = (k + 1/2) / 2^24` in (0, 1), and `Φ⁻¹(u)` (values within ±5.3).
+    uniform op gives the same ones. So: integers `k` uniform in `[0, 2^23)`,
+    `u = (k + 1/2) / 2^23` in (0, 1) exactly, and `Φ⁻¹(u)` (all values
+    within ±5.4, finite).
 
     Args:
       shape: output shape.
@@ -676,6 +705,11 @@ def portable_normal(shape, seed):
     levels = tf.random.stateless_uniform(
         shape, seed=seed, maxval=_NORMAL_LEVELS, dtype=tf.int32, alg="philox"
     )
+    return levels_to_normal(levels)
+
+
+def levels_to_normal(levels):
+    """Integer levels in `[0, 2^23)` -> Φ⁻¹((k + 1/2) / 2^23), finite."""
     uniform = (tf.cast(levels, tf.float32) + 0.5) / _NORMAL_LEVELS
     return tf.math.ndtri(uniform)
 
@@ -693,27 +727,42 @@ class TrainingDiverged(RuntimeError):
     checkpoint was saved."""
 
 
-def _check_finite(losses, step, count, manager):
-    """Raises `TrainingDiverged` naming the first non-finite loss."""
-    for name, value in sorted(losses.items()):
-        if not np.isfinite(value):
-            latest = manager.latest_checkpoint
-            kept = (
-                f"the newest checkpoint, {os.path.basename(latest)}, is the "
-                "last good one"
-                if latest
-                else "no checkpoint was written"
-            )
-            first = step - count + 1
-            within = (
-                f" (steps {first}-{step} ran in one call)" if count > 1 else ""
-            )
-            raise TrainingDiverged(
-                f"training diverged: {name} is {value} at step {step}"
-                f"{within}; stopped without saving, {kept}. Lower the "
-                "learning rates or rerun with --steps_per_call=1 to find "
-                "the first bad step."
-            )
+def _check_finite(outputs, step, count, manager):
+    """Raises `TrainingDiverged` if a loss or a weight is NaN or infinite.
+
+    Args:
+      outputs: the train function's results (losses of the last step,
+        `bad_step`, `weights_finite`).
+      step: the step reached; `count` steps ran in this call.
+      manager: the checkpoint manager, to name the last good checkpoint.
+    """
+    bad_step = int(outputs["bad_step"])
+    if bad_step < 0 and bool(outputs["weights_finite"]):
+        return
+    latest = manager.latest_checkpoint
+    kept = (
+        f"the newest checkpoint, {os.path.basename(latest)}, is the last "
+        "good one"
+        if latest
+        else "no checkpoint was written"
+    )
+    if bad_step >= 0:
+        what = f"a loss became NaN or infinite at step {bad_step}"
+        losses = ", ".join(
+            f"{name} {float(outputs[name]):.4g}"
+            for name in ("d_loss", "g_loss")
+        )
+        what += f" (at step {step}: {losses})"
+    else:
+        steps = (
+            f"step {step}" if count == 1 else f"steps {step - count + 1}-{step}"
+        )
+        what = f"G's or D's weights hold NaN or infinite values after {steps}"
+    raise TrainingDiverged(
+        f"training diverged: {what}; stopped without saving, {kept}. Lower "
+        "the learning rates, or rerun with --steps_per_call=1 to find the "
+        "first bad step."
+    )
 
 
 def _until_next(step, every):
