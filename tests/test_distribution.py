@@ -273,3 +273,16 @@ def test_bfloat16_run_keeps_float32_variables_and_exports_float32(
     )["default"]
     assert images.dtype == tf.float32
     assert np.isfinite(images.numpy()).all()
+
+
+def test_xla_with_cpu_mirrored_is_a_usage_error(tmp_path):
+    result = _train(
+        tmp_path / "run",
+        "--strategy=mirrored",
+        "--jit_compile=true",
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "--jit_compile=true cannot compile" in result.stderr
+    assert not os.path.exists(tmp_path / "run")

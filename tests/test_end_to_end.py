@@ -197,8 +197,10 @@ def test_sample_truncation_strips_follow_classes(run_dir, exported):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--truncation=0", "--truncation must be a finite threshold > 0"),
-        ("--truncation=nan", "--truncation must be a finite threshold > 0"),
+        ("--truncation=0", "--truncation must be a finite threshold >= 0.01"),
+        ("--truncation=1e-8", "--truncation must be a finite threshold"),
+        ("--truncation=nan", "--truncation must be a finite threshold"),
+        ("--tolerance=nan", "--tolerance must be a number >= 0"),
         ("--interpolation_steps=1", "--interpolation_steps must be 0"),
         ("--classes=a", "--classes must be comma-separated class ids"),
         ("--classes=10", "the model has 10 classes (ids 0 to 9), got 10"),
@@ -332,6 +334,18 @@ def test_sample_refuses_a_savedmodel_that_is_not_a_generator(tmp_path):
 
     assert result.returncode == 2
     assert "not a tfcv generator export" in result.stderr.strip()
+
+
+def test_sample_refuses_a_folder_as_output(tmp_path):
+    (tmp_path / "x.png").mkdir()
+
+    result = _tfcv(
+        "sample", f"--module={tmp_path}", f"--output={tmp_path}/x.png"
+    )
+
+    assert result.returncode == 2
+    assert "is a folder" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["x.png"]
 
 
 def test_sample_refuses_output_in_missing_folder(tmp_path):

@@ -108,6 +108,16 @@ def run_command(command, arguments):
     except KeyboardInterrupt:
         sys.stderr.write(f"tfcv {command}: interrupted.\n")
         return 130
+    except tf.errors.UnavailableError as error:
+        # Another worker of a multi-worker run stopped or was lost.
+        if os.environ.get("TFCV_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"{prefix} lost contact with another worker "
+            f"({_one_line(error)[:160]}); restart every worker with the same "
+            "command to resume from the chief's newest checkpoint.\n"
+        )
+        return 1
     except RuntimeError as error:
         # Failures of the work itself (e.g. a diverged training run):
         # status 1, unlike the usage errors above.

@@ -7,15 +7,20 @@ to --tolerance: the check that an export reproduces its checkpoint.
 
 --truncation is BigGAN's threshold θ (§4.1): latent values with |z| > θ
 are resampled, so z is a standard normal truncated to [-θ, θ]. Smaller θ
-trades variety for fidelity; θ = 2 is the published modules' untruncated
-sampling. The generator's standing batch-norm statistics are chosen for
-the same θ (`tfcv.training.truncation.module_truncation`).
+trades variety for fidelity; θ = 2 is the published modules' default
+sampling (their `truncation` input 1). The generator's standing batch-norm
+statistics are chosen for the same θ
+(`tfcv.training.truncation.module_truncation`).
 
 Writes OUTPUT (one row per class, --per_class columns) and, unless
---interpolation_steps=0, two strips beside it (BigGAN Fig. 8 style):
-OUTPUT_interp_z.png (each row one class, z moving linearly between two
-latents) and OUTPUT_interp_class.png (each row one fixed z, the class
-moving linearly from one class to the next).
+--interpolation_steps=0, two strips beside it (BigGAN Fig. 8 style), one
+row for each of the grid's first four classes: OUTPUT_interp_z.png (each
+row one class, z moving linearly between two latents) and
+OUTPUT_interp_class.png (each row one fixed z, the class moving linearly to
+the next class of the rows shown, the last back to the first).
+
+Nothing is written unless every picture was made (and, with both
+sources, they agree).
 
 Example:
   tfcv sample --module=runs/digits/export/1 --model_dir=runs/digits
@@ -33,6 +38,10 @@ from tfcv.cli.main import UsageError
 # Grid rows drawn when the model has more classes than this (ImageNet's
 # 1000) and --classes is not given.
 MAX_DEFAULT_ROWS = 16
+# Rows of the interpolation strips: the first classes of the grid.
+STRIP_ROWS = 4
+# Below this threshold every latent is ~0: nothing left to sample.
+MIN_THRESHOLD = 0.01
 
 
 def define_flags(flag_values):
@@ -70,8 +79,9 @@ def define_flags(flag_values):
     flags.DEFINE_float(
         "truncation",
         2.0,
-        "Truncation threshold θ > 0: latent values beyond ±θ are resampled "
-        "(BigGAN §4.1). 2 = the published modules' untruncated sampling.",
+        "Truncation threshold θ >= 0.01: latent values beyond ±θ are "
+        "resampled (BigGAN §4.1). 2 = the published modules' default "
+        "sampling (a normal truncated at ±2; their truncation input 1).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
@@ -106,12 +116,19 @@ def validate(flag_values):
         raise UsageError(
             f"--output must end in .png, got {flag_values.output}."
         )
-    threshold = flag_values.truncation
-    if not (math.isfinite(threshold) and threshold > 0):
+    if os.path.isdir(flag_values.output):
         raise UsageError(
-            f"--truncation must be a finite threshold > 0 (e.g. 0.5, 1, 2), "
-            f"got {threshold}."
+            f"--output={flag_values.output} is a folder; give a .png file path."
         )
+    threshold = flag_values.truncation
+    if not (math.isfinite(threshold) and threshold >= MIN_THRESHOLD):
+        raise UsageError(
+            f"--truncation must be a finite threshold >= {MIN_THRESHOLD} "
+            f"(e.g. 0.5, 1, 2), got {threshold}."
+        )
+    tolerance = flag_values.tolerance
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise UsageError(f"--tolerance must be a number >= 0, got {tolerance}.")
     if flag_values.per_class < 1:
         raise UsageError(
             f"--per_class must be >= 1, got {flag_values.per_class}."
@@ -205,7 +222,7 @@ def _pictures(flag_values, dim_z, num_classes):
     steps = flag_values.interpolation_steps
     if steps:
         stem = flag_values.output[: -len(".png")]
-        strip_classes = classes[:4]
+        strip_classes = classes[:STRIP_ROWS]
         for kind in ("z", "class"):
             z, y = samples.interpolation_latents(
                 kind, strip_classes, steps, dim_z, num_classes, seed, threshold
@@ -232,20 +249,31 @@ def main(flag_values):
         )
     dim_z, num_classes = dims.pop()
     truncation = module_truncation(flag_values.truncation)
+    pictures = {}
     worst = 0.0
+    names = ["--module", "--model_dir"] if flag_values.module else []
     for path, (z, y, rows) in _pictures(
         flag_values, dim_z, num_classes
     ).items():
         images = [generate(z, y, truncation) for generate, _, _ in sources]
-        write_png(path, image_grid(images[0], rows))
-        print(f"Wrote {path}")
+        for name, batch in zip(names or ["--model_dir"], images):
+            if not np.isfinite(batch).all():
+                raise ValueError(
+                    f"the generator of {name} makes NaN or infinite pixels: "
+                    "its weights are not finite (did training diverge?)."
+                )
         if len(images) == 2:
             worst = max(worst, float(np.abs(images[0] - images[1]).max()))
+        pictures[path] = image_grid(images[0], rows)
+    if len(sources) == 2 and worst > flag_values.tolerance:
+        raise ValueError(
+            f"the module's images differ from the checkpoint's by up to "
+            f"{worst:.3g} (> --tolerance={flag_values.tolerance}); nothing "
+            "written."
+        )
+    for path, grid in pictures.items():
+        write_png(path, grid)
+        print(f"Wrote {path}")
     if len(sources) == 2:
-        if worst > flag_values.tolerance:
-            raise ValueError(
-                f"the module's images differ from the checkpoint's by up to "
-                f"{worst:.3g} (> --tolerance={flag_values.tolerance})."
-            )
         print(f"Module and checkpoint agree: max |difference| = {worst:.2g}")
     return 0

@@ -78,6 +78,7 @@ def define_flags(flag_values):
         "Train until this many G steps (total, so a "
         "resumed run continues to the same end).",
     )
+
     def recipe(define, name, help_text):
         # None = the --model's paper recipe (tfcv.training.RECIPES).
         define(
@@ -189,6 +190,25 @@ def validate(flag_values):
             raise UsageError(
                 f"--{name} must be >= 1, got {flag_values[name].value}."
             )
+    _check_jit_compile(flag_values)
+
+
+def _check_jit_compile(flag_values):
+    """XLA cannot compile the cross-device all-reduce of CPU replicas."""
+    if flag_values.jit_compile != "true" or flag_values.strategy not in (
+        "mirrored",
+        "multi_worker",
+    ):
+        return
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise UsageError(
+            f"--jit_compile=true cannot compile --strategy="
+            f"{flag_values.strategy} on CPU devices (XLA cannot place the "
+            "cross-device all-reduce there); use --jit_compile=auto, or "
+            "--strategy=default / one_device with XLA."
+        )
 
 
 def train_config_from_flags(flag_values):
@@ -265,16 +285,20 @@ def main(flag_values):
         ),
     )
     if trainer.interrupted:
+        where = (
+            "checkpoint written"
+            if chief
+            else "the chief writes the run's checkpoints"
+        )
         print(
             f"Stopped by SIGTERM at step {int(trainer.step.numpy())}; "
-            "checkpoint written. Rerun the same command to resume."
+            f"{where}. Rerun the same command to resume."
         )
         return SIGTERM_EXIT_CODE
     samples_path = trainer.finalize()
-    print(
-        f"Trained to step {int(trainer.step.numpy())} in "
-        f"{time.time() - started:.0f} s; samples: {samples_path}"
-    )
+    done = f"Trained to step {int(trainer.step.numpy())} in "
+    done += f"{time.time() - started:.0f} s"
+    print(f"{done}; samples: {samples_path}" if chief else done)
     if flag_values.evaluate and chief:
         import os
 

@@ -42,8 +42,16 @@ def write_png(path, grid, scale=2):
             (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
         )
     temporary = f"{path}.tmp-{os.getpid()}.png"
-    image.save(temporary)
-    os.replace(temporary, path)
+    try:
+        image.save(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"cannot write {path} ({error.strerror})"
+        ) from None
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _mix(start, end, steps):

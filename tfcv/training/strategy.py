@@ -15,6 +15,7 @@ import json
 import os
 
 import tensorflow as tf
+from absl import logging
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -139,8 +140,14 @@ def make_strategy(
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
         # Without TF_CONFIG this process is a cluster of one worker.
-        if os.environ.get("TF_CONFIG"):
-            check_tf_config(os.environ["TF_CONFIG"])
+        if os.environ.get("TF_CONFIG") is not None:
+            config = check_tf_config(os.environ["TF_CONFIG"])
+            count = sum(len(tasks) for tasks in config["cluster"].values())
+            logging.info(
+                "Joining the cluster of TF_CONFIG (%d tasks); this waits "
+                "until every task has started the same command.",
+                count,
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -42,6 +42,9 @@ def _check_threshold(threshold):
 def truncated_normal_std(threshold):
     """Standard deviation of N(0, 1) truncated to `[-θ, θ]` (closed form)."""
     _check_threshold(threshold)
+    if threshold < 1e-3:
+        # Nearly uniform on [-θ, θ]; the closed form below cancels.
+        return threshold / math.sqrt(3.0)
     density = math.exp(-0.5 * threshold * threshold) / math.sqrt(2 * math.pi)
     mass = math.erf(threshold / math.sqrt(2.0))  # P(|x| <= θ)
     return math.sqrt(max(1.0 - 2.0 * threshold * density / mass, 0.0))
