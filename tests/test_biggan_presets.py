@@ -221,3 +221,24 @@ def test_config_accepts_its_old_dict_form():
 def test_bad_config_values_name_the_field(make, field):
     with pytest.raises(ValueError, match=f"`{field}"):
         make()
+
+
+@pytest.mark.parametrize(
+    "preset", ["biggan_128", "biggan_deep_128", "sagan_128"]
+)
+def test_first_call_with_wrong_sizes_is_refused_not_built(preset):
+    from tfcv.models import MODELS as ALL_PRESETS
+
+    builder = ALL_PRESETS[preset]
+    generator, discriminator, config = builder(ch=8, num_classes=10)
+    z = tf.zeros([2, config.dim_z])
+
+    with pytest.raises(ValueError, match=r"`y` has size 1000 .* needs 10"):
+        generator((z, tf.one_hot([1, 2], 1000)))
+    with pytest.raises(ValueError, match=r"`z` has size"):
+        generator((tf.zeros([2, config.dim_z + 1]), tf.one_hot([1, 2], 10)))
+    with pytest.raises(ValueError, match=r"`images` has size 64 .* needs 128"):
+        discriminator((tf.zeros([2, 64, 64, 3]), tf.one_hot([1, 2], 10)))
+
+    # Still unbuilt: the right inputs work afterwards.
+    assert generator((z, tf.one_hot([1, 2], 10))).shape == (2, 128, 128, 3)

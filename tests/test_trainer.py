@@ -165,13 +165,16 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
     _assert_close(_weights(trainer), _weights(reference), atol=0.0)
 
 
-def test_export_loads_the_newest_readable_checkpoint(runs, tmp_path):
+def test_export_loads_the_newest_readable_checkpoint(
+    runs, tmp_path, monkeypatch
+):
     from tfcv.training.checkpoints import load_ema_generator
 
     model_dir = _copy_run(runs, tmp_path)
     _corrupt(model_dir, 3)
+    monkeypatch.chdir(tmp_path)  # a relative --model_dir, as users type it
 
-    _, step = load_ema_generator(model_dir)
+    _, step = load_ema_generator(os.path.basename(model_dir))
 
     assert step == 2
 

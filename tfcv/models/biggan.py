@@ -62,6 +62,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.models.biggan_blocks import DiscriminatorBlock
 from tfcv.models.biggan_blocks import GeneratorBlock
+from tfcv.models.biggan_blocks import check_input_widths
 from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
@@ -128,6 +129,7 @@ class BigGANGenerator(tf_keras.Model):
         self, inputs, training=False, truncation=1.0, batch_statistics=None
     ):
         z, y = inputs
+        check_input_widths(self.config, y, z=z)
         norm_kwargs = dict(
             training=training,
             truncation=truncation,
@@ -242,6 +244,7 @@ class BigGANDiscriminator(tf_keras.Model):
 
     def call(self, inputs, training=False):
         images, y = inputs
+        check_input_widths(self.config, y, images=images)
         hidden = images
         for index, block in enumerate(self.blocks):
             hidden = block(hidden, training=training)

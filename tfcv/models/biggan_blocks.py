@@ -226,3 +226,32 @@ class DiscriminatorBlock(tf_keras.layers.Layer):
             epsilon=self.epsilon,
         )
         return config
+
+
+def check_input_widths(config, y, z=None, images=None):
+    """Refuses inputs whose static sizes do not match `config`.
+
+    Keras builds a model from its first inputs, so a wrong width there
+    would silently make a model that no longer matches its config.
+
+    Raises:
+      ValueError: naming the input, the size found and the size expected.
+    """
+    expected = [("y", y, -1, config.num_classes, "one-hot over the classes")]
+    if z is not None:
+        expected.append(("z", z, -1, config.dim_z, "dim_z"))
+    if images is not None:
+        for axis in (1, 2):
+            expected.append(
+                ("images", images, axis, config.resolution, "resolution")
+            )
+    for name, tensor, axis, size, meaning in expected:
+        shape = tensor.shape
+        if shape.rank is not None and shape.rank > abs(axis):
+            found = shape[axis]
+            if found is not None and found != size:
+                raise ValueError(
+                    f"`{name}` has size {found} on axis {axis} but this "
+                    f"model's config needs {size} ({meaning}); shape "
+                    f"{tuple(shape)}."
+                )

@@ -53,11 +53,15 @@ class BigGANConfig(ConfigDict):
     d_attention_resolution: Optional[int] = None
 
     def __post_init__(self):
-        for name in ("ch", "num_classes", "shared_dim"):
-            if getattr(self, name) < 1:
+        for name in ("ch", "num_classes", "shared_dim", "dim_z"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(
-                    f"`{name}` must be >= 1, got {getattr(self, name)}."
+                    f"`{name}` must be an integer >= 1, got "
+                    f"{type(value).__name__} {value!r}."
                 )
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
         for name in ("g_multipliers", "d_multipliers"):
             multipliers = getattr(self, name)
             if len(multipliers) < 2 or min(multipliers) < 1:

@@ -51,6 +51,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
     CrossReplicaBatchNormalization,
 )
 from tfcv.layers.self_attention import SelfAttention
+from tfcv.models.biggan_blocks import check_input_widths
 from tfcv.models.biggan_blocks import projection_logits
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
@@ -132,6 +133,7 @@ class BigGANDeepGenerator(tf_keras.Model):
         self, inputs, training=False, truncation=1.0, batch_statistics=None
     ):
         z, y = inputs
+        check_input_widths(self.config, y, z=z)
         norm_kwargs = dict(
             training=training,
             truncation=truncation,
@@ -233,6 +235,7 @@ class BigGANDeepDiscriminator(tf_keras.Model):
 
     def call(self, inputs, training=False):
         images, y = inputs
+        check_input_widths(self.config, y, images=images)
         hidden = self.input_conv(images, training=training)
         for index, block in enumerate(self.blocks):
             hidden = block(hidden, training=training)
@@ -249,6 +252,13 @@ class BigGANDeepDiscriminator(tf_keras.Model):
 
 
 def _preset(resolution, ch, num_classes, overrides):
+    requested = overrides.pop("resolution", resolution)
+    if requested != resolution:
+        raise ValueError(
+            f"`resolution`={requested!r} does not match the "
+            f"biggan_deep_{resolution} preset (Tables 7-9); drop the "
+            "override or use biggan_deep_128, _256 or _512."
+        )
     config = BigGANDeepConfig(
         resolution=resolution, ch=ch, num_classes=num_classes, **overrides
     )

@@ -60,6 +60,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.models.biggan import BigGANDiscriminator
 from tfcv.models.biggan_blocks import GeneratorBlock
+from tfcv.models.biggan_blocks import check_input_widths
 from tfcv.models.biggan_blocks import sn_conv
 from tfcv.models.biggan_blocks import sn_dense
 from tfcv.models.config_base import ConfigDict
@@ -275,6 +276,7 @@ class SAGANGenerator(tf_keras.Model):
         self, inputs, training=False, truncation=1.0, batch_statistics=None
     ):
         z, y = inputs
+        check_input_widths(self.config, y, z=z)
         norm_kwargs = dict(
             training=training,
             truncation=truncation,

@@ -1,7 +1,5 @@
 """Loading the EMA generator of a training run for sampling and export."""
 
-import os
-
 import tensorflow as tf
 
 from tfcv.models import generator_from_config
@@ -41,10 +39,8 @@ def load_ema_generator(model_dir):
     checkpoint = tf.train.Checkpoint(
         step=step, standing_step=standing_step, ema_generator=generator
     )
-    paths = [
-        path if os.path.isabs(path) else os.path.join(model_dir, path)
-        for path in state.all_model_checkpoint_paths
-    ]
+    # get_checkpoint_state already prefixes relative paths with model_dir.
+    paths = list(state.all_model_checkpoint_paths)
     restore_newest_readable(checkpoint, paths, model_dir)
     if int(standing_step.numpy()) != int(step.numpy()):
         collect_standing_statistics(generator, seed=train_config.seed)
