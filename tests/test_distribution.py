@@ -8,7 +8,8 @@ optimizers).
 - 1 replica (one_device), 4 replicas (mirrored over 4 virtual CPUs), two
   worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, 1 replica
   each) and XLA (`--jit_compile=true`) all end one step with the same
-  weights within 1e-4.
+  weights within 1e-4 (the optimizers' slots, which then hold the
+  gradients, within 1e-3 of each slot's scale).
 - `kill -9` mid-run, then SIGTERM mid-run, then a rerun to the end: with
   `--deterministic`, the same weights as an uninterrupted run.
 
@@ -71,6 +72,7 @@ def _arrays(model_dir_or_checkpoint):
 
 
 def _worst_difference(first, second):
+    """Largest |difference| over every float variable of two checkpoints."""
     assert sorted(first) == sorted(second)
     assert len(first) > 100  # G, D, EMA G and the optimizers' slots
     return max(
@@ -78,6 +80,29 @@ def _worst_difference(first, second):
         for name in first
         if first[name].dtype.kind == "f"
     )
+
+
+def _assert_same_model(first, second, atol=1e-4, slot_rtol=1e-3):
+    """Weights (G, D, EMA G, SN and BN state) within `atol`; optimizer
+    slots (after one step: the gradients and their squares, up to ~10)
+    within `slot_rtol` of each slot's largest entry, as summation order
+    differs between replica counts and XLA."""
+    weights = {n: a for n, a in first.items() if "optimizer" not in n}
+    slots = {n: a for n, a in first.items() if "optimizer" in n}
+    worst_weight = max(
+        float(np.abs(a.astype(np.float64) - second[n]).max())
+        for n, a in weights.items()
+        if a.dtype.kind == "f"
+    )
+    assert worst_weight <= atol, worst_weight
+    for name, array in slots.items():
+        if array.dtype.kind != "f":
+            continue
+        scale = max(float(np.abs(second[name]).max()), 1.0)
+        difference = float(
+            np.abs(array.astype(np.float64) - second[name]).max()
+        )
+        assert difference <= slot_rtol * scale, (name, difference, scale)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +115,13 @@ def one_replica(tmp_path_factory):
 def test_four_replicas_give_the_one_replica_step(one_replica, tmp_path):
     _train(tmp_path, "--strategy=mirrored", "--virtual_cpus=4", *ONE_STEP)
 
-    assert _worst_difference(_arrays(str(tmp_path)), one_replica) <= 1e-4
+    _assert_same_model(_arrays(str(tmp_path)), one_replica)
 
 
 def test_xla_step_gives_the_graph_step(one_replica, tmp_path):
     _train(tmp_path, "--strategy=one_device", "--jit_compile=true", *ONE_STEP)
 
-    assert _worst_difference(_arrays(str(tmp_path)), one_replica) <= 1e-4
+    _assert_same_model(_arrays(str(tmp_path)), one_replica)
 
 
 def _free_port():
@@ -139,7 +164,7 @@ def test_two_worker_processes_train_the_one_replica_model(
     chief = _arrays(model_dir)
     worker = _arrays(os.path.join(model_dir, ".worker-1"))
     assert _worst_difference(chief, worker) == 0.0
-    assert _worst_difference(chief, one_replica) <= 1e-4
+    _assert_same_model(chief, one_replica)
     # Only the chief wrote into model_dir.
     assert sorted(os.listdir(model_dir)) == sorted(
         [
