@@ -5,7 +5,8 @@ the module written by `export_generator` is loaded by a new Python process
 that never built our models (`tf.saved_model.load` and `hub.load` only);
 its images for fixed (z, y, truncation) must equal the in-memory EMA
 generator's, through both the callable and the `serving_default`
-signature, and an image must not depend on the rest of its batch.
+signature (to float32 rounding, 1e-4), and an image must not depend on
+the rest of its batch.
 """
 
 import json
@@ -82,7 +83,9 @@ def test_export_reloads_in_a_fresh_process_with_identical_images(
     outputs = np.load(outputs_file)
     resolution = config.resolution
     assert outputs["served"].shape == (4, resolution, resolution, 3)
-    np.testing.assert_allclose(outputs["served"], expected, atol=1e-5)
-    np.testing.assert_allclose(outputs["called"], expected, atol=1e-5)
-    np.testing.assert_allclose(outputs["single"], expected[:1], atol=1e-5)
+    # Equal to float32 rounding: the SavedModel runs grappler-optimized
+    # graphs (seen: 1.5e-5 for biggan_deep_128).
+    np.testing.assert_allclose(outputs["served"], expected, atol=1e-4)
+    np.testing.assert_allclose(outputs["called"], expected, atol=1e-4)
+    np.testing.assert_allclose(outputs["single"], expected[:1], atol=1e-4)
     assert np.abs(outputs["served"]).max() <= 1.0
