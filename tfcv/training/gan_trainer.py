@@ -45,6 +45,7 @@ from tfcv.training import ema
 from tfcv.training import samples
 from tfcv.training.restore import restore_newest_readable
 from tfcv.training.standing_statistics import collect_standing_statistics
+from tfcv.training.strategy import task_id
 
 CONFIG_FILE = "config.json"
 PRECISIONS = ("float32", "bfloat16")
@@ -355,7 +356,7 @@ class GANTrainer:
         if not is_chief:
             self.save_manager = tf.train.CheckpointManager(
                 self.checkpoint,
-                os.path.join(model_dir, f".worker-{_task_id(strategy)}"),
+                os.path.join(model_dir, f".worker-{task_id(strategy)}"),
                 max_to_keep=1,
             )
         self.train_function = tf.function(
@@ -406,7 +407,7 @@ class GANTrainer:
             is not one shared folder).
         """
         step = int(self.step.numpy())
-        if _task_id(self.strategy) is None:
+        if task_id(self.strategy) is None:
             return step
         replicas = self.strategy.num_replicas_in_sync
         per_replica = self.strategy.run(lambda: tf.constant(step, tf.int64))
@@ -712,14 +713,6 @@ def levels_to_normal(levels):
     """Integer levels in `[0, 2^23)` -> Φ⁻¹((k + 1/2) / 2^23), finite."""
     uniform = (tf.cast(levels, tf.float32) + 0.5) / _NORMAL_LEVELS
     return tf.math.ndtri(uniform)
-
-
-def _task_id(strategy):
-    """This worker's index in a multi-worker cluster, else None."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return None
-    return resolver.task_id
 
 
 class TrainingDiverged(RuntimeError):

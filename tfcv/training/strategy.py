@@ -160,6 +160,14 @@ def make_strategy(
     return tf.distribute.MirroredStrategy(devices)
 
 
+def task_id(strategy: tf.distribute.Strategy):
+    """This worker's index in a multi-worker cluster, else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    return resolver.task_id
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the process that writes checkpoints, summaries and exports."""
     resolver = getattr(strategy, "cluster_resolver", None)
