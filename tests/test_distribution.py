@@ -217,7 +217,9 @@ def _start(model_dir):
 def _wait_for_checkpoint(model_dir, step, process, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.exists(os.path.join(model_dir, f"ckpt-{step}.index")):
+        # The state file names a checkpoint only once it is complete.
+        latest = tf.train.latest_checkpoint(model_dir)
+        if latest and int(latest.rsplit("-", 1)[1]) >= step:
             return
         if process.poll() is not None:
             raise AssertionError(process.communicate()[1][-3000:])
