@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -187,6 +188,120 @@ def test_bad_tf_config_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert "TF_CONFIG is not valid JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "run")
+
+
+def _tf_config(workers, index):
+    return json.dumps(
+        {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+    )
+
+
+class _Lines:
+    """Collects a process's stderr lines in the background."""
+
+    def __init__(self, process):
+        self.lines = []
+        self._thread = threading.Thread(
+            target=lambda: self.lines.extend(iter(process.stderr.readline, "")),
+            daemon=True,
+        )
+        self._thread.start()
+
+    def wait_for(self, text, process, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(text in line for line in list(self.lines)):
+                return
+            if process.poll() is not None:
+                time.sleep(0.2)
+                raise AssertionError("".join(self.lines)[-3000:])
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} after {timeout} s")
+
+    def text(self):
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
+
+
+def _start_worker(model_dir, tf_config, *flags):
+    return subprocess.Popen(
+        tfcv_command()
+        + [
+            "train",
+            f"--model_dir={model_dir}",
+            "--strategy=multi_worker",
+            *ONE_STEP,
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CONFIG=tf_config),
+    )
+
+
+def test_lone_worker_gives_up_after_the_cluster_timeout(tmp_path):
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    process = _start_worker(
+        tmp_path / "run", _tf_config(workers, 0), "--cluster_timeout=3"
+    )
+
+    out, err = process.communicate(timeout=120)
+
+    assert process.returncode == 1, out + err
+    message = err.strip().splitlines()[-1]
+    assert "did not start within --cluster_timeout=3 s" in message
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_lone_worker_stops_on_sigterm_while_waiting(tmp_path):
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    process = _start_worker(tmp_path / "run", _tf_config(workers, 1))
+    lines = _Lines(process)
+    lines.wait_for("Joining the cluster", process)
+    time.sleep(2.0)  # Inside TensorFlow's wait by now.
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+    assert process.returncode == 143
+    assert "stopped by SIGTERM while waiting" in lines.text()
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_sigterm_before_the_first_step_is_honoured_under_multi_worker(
+    tmp_path,
+):
+    model_dir = tmp_path / "run"
+    tf_config = _tf_config([f"127.0.0.1:{_free_port()}"], 0)
+    process = _start_worker(model_dir, tf_config, "--steps=50")
+    lines = _Lines(process)
+    lines.wait_for("Joined the cluster", process)
+
+    # Models are still being built: TensorFlow's runtime has its own SIGTERM
+    # handler by now, which must not swallow the signal.
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 143, lines.text()[-3000:]
+    assert "Stopped by SIGTERM at step" in out
+    step = int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
+    assert step < 50
+
+
+def test_tf_config_naming_one_address_twice_is_a_one_line_error(tmp_path):
+    address = f"127.0.0.1:{_free_port()}"
+    process = _start_worker(tmp_path / "run", _tf_config([address, address], 0))
+
+    out, err = process.communicate(timeout=120)
+
+    assert process.returncode == 2
+    assert f"lists the address {address} for more than one task" in err
+    assert len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "run")
 
 

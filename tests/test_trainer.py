@@ -157,9 +157,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(
     trainer = GANTrainer(TINY, mirrored_strategy, model_dir)
     with caplog.at_level("WARNING"):
         step = trainer.restore()
+        trainer.train(2)  # Resumes from what restore() found, silently.
 
     assert step == 2
-    assert "ckpt-3 cannot be read" in caplog.text
+    assert caplog.text.count("ckpt-3 cannot be read") == 1
     reference = GANTrainer(TINY, mirrored_strategy, str(tmp_path / "empty"))
     reference.checkpoint.restore(os.path.join(model_dir, "ckpt-2"))
     _assert_close(_weights(trainer), _weights(reference), atol=0.0)

@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import tensorflow as tf
 from tfcv.models import BigGANConfig
 from tfcv.models import BigGANGenerator
 from tfcv.training import ema
+from tfcv.training.preemption import PreemptionFlag
 from tfcv.training.progress import ProgressBar
 from tfcv.training.samples import grid_latents
 from tfcv.training.samples import image_grid
@@ -45,6 +47,33 @@ def test_progress_bar_reports_step_rate_and_losses():
     lines = stream.getvalue().splitlines()
     assert lines[-1].startswith("[" + "#" * 24 + "] 10/10")
     assert "step/s" in lines[-1] and "d_loss=0.250" in lines[-1]
+
+
+def test_progress_bar_gives_no_eta_until_it_can_measure_a_rate():
+    stream = io.StringIO()
+    bar = ProgressBar(100, stream=stream, line_every=0)
+
+    bar.update(10)  # The first call's time includes tracing.
+    first = stream.getvalue().splitlines()[-1]
+    bar.update(20)
+    second = stream.getvalue().splitlines()[-1]
+
+    assert "-- step/s" in first and "ETA --:--" in first
+    assert "-- step/s" not in second and "ETA --:--" not in second
+
+
+def test_preemption_flag_records_sigterm_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    stop = PreemptionFlag()
+
+    stop.install()
+    stop.install()  # Idempotent: the second install keeps the first's memory.
+    os.kill(os.getpid(), signal.SIGTERM)
+    requested = stop.requested
+    stop.uninstall()
+
+    assert requested
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_ema_copies_before_start_and_averages_after():

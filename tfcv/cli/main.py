@@ -124,7 +124,7 @@ def run_command(command, arguments):
         if os.environ.get("TFCV_DEBUG") or not _is_ours(error):
             raise
         sys.stderr.write(f"{prefix} {_one_line(error)}\n")
-        return 1
+        return getattr(error, "exit_code", 1)
 
 
 def _is_ours(error):

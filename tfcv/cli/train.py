@@ -123,6 +123,12 @@ def define_flags(flag_values):
         "on a machine without GPUs.",
     )
     string("tpu", "", "TPU name or grpc:// address for --strategy=tpu.")
+    real(
+        "cluster_timeout",
+        900.0,
+        "Seconds --strategy=multi_worker waits for every task of TF_CONFIG "
+        "to start before giving up (exit status 1); 0 waits forever.",
+    )
     flags.DEFINE_enum(
         "jit_compile",
         "auto",
@@ -190,6 +196,12 @@ def validate(flag_values):
             raise UsageError(
                 f"--{name} must be >= 1, got {flag_values[name].value}."
             )
+    timeout = flag_values.cluster_timeout
+    if not (0 <= timeout < float("inf")):
+        raise UsageError(
+            f"--cluster_timeout must be a number of seconds >= 0 (0 waits "
+            f"forever), got {timeout}."
+        )
     _check_jit_compile(flag_values)
 
 
@@ -229,6 +241,21 @@ def train_config_from_flags(flag_values):
 
 def main(flag_values):
     started = time.time()
+
+    # First: a SIGTERM from here on (while the cluster forms, the models
+    # build or the first step traces) ends the run at the next step with a
+    # checkpoint, instead of being lost.
+    from tfcv.training.preemption import PreemptionFlag
+
+    stop = PreemptionFlag()
+    stop.install()
+    try:
+        return _train(flag_values, started, stop)
+    finally:
+        stop.uninstall()
+
+
+def _train(flag_values, started, stop):
     config = train_config_from_flags(flag_values)
     model_dir = flag_values.model_dir
 
@@ -242,8 +269,13 @@ def main(flag_values):
     from tfcv.training.strategy import make_strategy
 
     strategy = make_strategy(
-        flag_values.strategy, flag_values.virtual_cpus, flag_values.tpu
+        flag_values.strategy,
+        flag_values.virtual_cpus,
+        flag_values.tpu,
+        cluster_timeout=flag_values.cluster_timeout,
+        stop=stop,
     )
+    stop.install()  # Strategies may have replaced the SIGTERM handler.
     chief = is_chief(strategy)
     # Before creating --model_dir, so a rejected run leaves nothing behind.
     from tfcv.training.gan_trainer import check_global_batch
@@ -283,6 +315,7 @@ def main(flag_values):
         progress=(
             ProgressBar(flag_values.steps, initial=start) if chief else None
         ),
+        stop=stop,
     )
     if trainer.interrupted:
         where = (

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +42,7 @@ from tfcv.models import generator_from_config
 from tfcv.regularizers import orthogonal_penalty
 from tfcv.training import ema
 from tfcv.training import samples
+from tfcv.training.preemption import PreemptionFlag
 from tfcv.training.restore import restore_newest_readable
 from tfcv.training.standing_statistics import collect_standing_statistics
 from tfcv.training.strategy import task_id
@@ -290,6 +290,8 @@ class GANTrainer:
         self.strategy = strategy
         self.model_dir = model_dir
         self.is_chief = is_chief
+        self.interrupted = False
+        self._restored = None  # The step restore() returned, once called.
         self.num_classes = num_classes = DATASETS[config.dataset][1]
 
         tf_keras.utils.set_random_seed(config.seed)
@@ -397,7 +399,8 @@ class GANTrainer:
         restore_newest_readable(
             self.checkpoint, self.manager.checkpoints, self.model_dir
         )
-        return self._agreed_step()
+        self._restored = self._agreed_step()
+        return self._restored
 
     def _agreed_step(self):
         """The restored step, checked to be the same on every worker.
@@ -579,6 +582,7 @@ class GANTrainer:
         checkpoint_every=500,
         summary_every=50,
         progress=None,
+        stop=None,
     ):
         """Trains until `step == total_steps`, resuming from a checkpoint.
 
@@ -589,11 +593,17 @@ class GANTrainer:
             at most this many).
           summary_every: steps between TensorBoard summaries.
           progress: a `ProgressBar`-like object, or None.
+          stop: a `PreemptionFlag` the caller installed (so that a SIGTERM
+            before this call counts too); None installs one for the
+            duration of the call. When it is set, training writes a
+            checkpoint and returns at the next call boundary.
 
         Returns:
           The last losses as a dict of floats.
         """
-        step = self.restore()
+        step = (
+            self._restored if self._restored is not None else (self.restore())
+        )
         writer = (
             tf.summary.create_file_writer(
                 os.path.join(self.model_dir, "summaries")
@@ -601,16 +611,13 @@ class GANTrainer:
             if self.is_chief
             else tf.summary.create_noop_writer()
         )
-        stop = {"requested": False}
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signum, frame):
-            stop["requested"] = True
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+        own_flag = stop is None
+        if own_flag:
+            stop = PreemptionFlag()
+        stop.install()
         losses = {}
         try:
-            while step < total_steps and not stop["requested"]:
+            while step < total_steps and not stop.requested:
                 count = min(
                     steps_per_call,
                     total_steps - step,
@@ -631,10 +638,11 @@ class GANTrainer:
                     self.save()
             self.save()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if own_flag:
+                stop.uninstall()
             if progress is not None:
                 progress.close()
-        self.interrupted = stop["requested"]
+        self.interrupted = stop.requested
         return losses
 
     def save(self):

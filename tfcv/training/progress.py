@@ -38,19 +38,21 @@ class ProgressBar:
         self.last_line = now
         elapsed = max(now - self.start_time, 1e-9)
 
-        # The rate since the first update leaves out start-up (tracing).
+        # The rate since the first update leaves out start-up (tracing);
+        # until a second update there is no honest rate, so no ETA.
         if self.first_update is None:
             self.first_update = (now, step)
-            rate = (step - self.initial) / elapsed
+            rate = float("nan")
         else:
             first_time, first_step = self.first_update
             rate = (step - first_step) / max(now - first_time, 1e-9)
         remaining = (self.total - step) / rate if rate > 0 else float("nan")
+        rate_text = "--" if rate != rate else f"{rate:.2f}"  # NaN: unknown
         width = 24
         filled = int(width * step / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
         text = (
-            f"[{bar}] {step}/{self.total}  {rate:.2f} step/s  "
+            f"[{bar}] {step}/{self.total}  {rate_text} step/s  "
             f"elapsed {_clock(elapsed)}  ETA {_clock(remaining)}"
         )
         if values:
