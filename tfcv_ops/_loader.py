@@ -6,6 +6,13 @@ first call that wants a custom op, with `tf.load_op_library`. When the file is
 missing or does not load (typically because it was built for another
 TensorFlow version), `load_library` returns `None`, the ops fall back to their
 pure-TensorFlow twins, and one warning per process says so and how to rebuild.
+
+Override: when the environment variable `TFCV_OPS_LIBRARY` is set (to the
+path of a compiled library), that file is loaded instead of the packaged
+`_tfcv_ops.so`; it is read once, at the first load, and a path assigned to
+`LIBRARY_PATH` in code wins over it. Use it to test a development build
+without replacing the installed library:
+`TFCV_OPS_LIBRARY=/tmp/dev/_tfcv_ops.so python -m pytest tests/...`.
 """
 
 import os
@@ -18,6 +25,9 @@ LIBRARY_FILENAME = "_tfcv_ops.so"
 LIBRARY_PATH = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), LIBRARY_FILENAME
 )
+_PACKAGED_PATH = LIBRARY_PATH
+# Names a library to load instead of LIBRARY_PATH (read at the first load).
+LIBRARY_OVERRIDE_ENV_VAR = "TFCV_OPS_LIBRARY"
 
 _lock = threading.Lock()
 _state = {"attempted": False, "library": None, "error": None}
@@ -51,7 +61,7 @@ def load_library():
     with _lock:
         if not _state["attempted"]:
             _state["attempted"] = True
-            library, error = _load(LIBRARY_PATH)
+            library, error = _load(library_path())
             _state["library"] = library
             _state["error"] = error
             if library is None:
@@ -64,6 +74,22 @@ def load_library():
                     error,
                 )
         return _state["library"]
+
+
+def library_path() -> str:
+    """Returns the library to load: `$TFCV_OPS_LIBRARY` if set, else ours.
+
+    A path assigned to `LIBRARY_PATH` in code (tests do this) takes
+    precedence over the environment variable.
+
+    Example:
+      >>> library_path().endswith(".so")
+      True
+    """
+    if LIBRARY_PATH != _PACKAGED_PATH:
+        return LIBRARY_PATH
+    override = os.environ.get(LIBRARY_OVERRIDE_ENV_VAR, "").strip()
+    return override or LIBRARY_PATH
 
 
 def load_error():
