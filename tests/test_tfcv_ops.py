@@ -473,3 +473,32 @@ def test_max_degree_of_packed_size():
     sizes = [tfcv_ops.wigner_d_offset(l + 1) for l in range(6)]
 
     assert [wigner._max_degree(size) for size in sizes] == list(range(6))
+
+
+@pytest.mark.parametrize("use_custom_op", PATHS)
+def test_wigner_tables_are_orthogonal_up_to_degree_127(use_custom_op):
+    beta = np.array([0.3, 1.7, np.pi - 1e-3])
+
+    wigner_d = tfcv_ops.wigner_d_matrix(127, beta, use_custom_op=use_custom_op)
+
+    worst = 0.0
+    for l in range(128):
+        block = tfcv_ops.wigner_d_block(wigner_d, l).numpy()  # [3, 2l+1, 2l+1]
+        # [3, 2l+1, 2l+1] x [3, 2l+1, 2l+1]^T -> [3, 2l+1, 2l+1]
+        gram = block @ np.swapaxes(block, -1, -2)
+        worst = max(worst, np.abs(gram - np.eye(2 * l + 1)).max())
+    assert worst <= 1e-12
+
+
+@pytest.mark.parametrize("device", ["/cpu:0", "/cpu:1", "/device:CPU:1"])
+def test_spherical_ops_run_on_any_device_name(device):
+    grid = np.random.default_rng(0).normal(size=(2, 8, 8, 8))
+    expected = tfcv_ops.so3_fft(grid).numpy()
+
+    with tf.device(device):
+        spectrum = tfcv_ops.so3_fft(grid)
+        product = tfcv_ops.so3_mm(spectrum[:, None], spectrum[None, :])
+        back = tfcv_ops.so3_ifft(product, real_output=True)
+
+    np.testing.assert_allclose(spectrum.numpy(), expected, atol=1e-12)
+    assert back.shape == (2, 2, 8, 8, 8)
