@@ -188,6 +188,54 @@ CASES = [
         make=lambda cls: cls(),
         make_inputs=lambda: _normal(BATCH, 8, 8, 16),
     ),
+    # Spherical CNN layers at small bandwidths (b_in = 4 -> b_out = 3).
+    Case(
+        name="s2_convolution",
+        layer_name="S2Convolution",
+        make=lambda cls: cls(3, bandwidth_in=4, bandwidth_out=3),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 2),
+    ),
+    Case(
+        name="so3_convolution",
+        layer_name="SO3Convolution",
+        make=lambda cls: cls(3, bandwidth_in=4, bandwidth_out=3),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 8, 2),
+    ),
+    Case(
+        name="so3_integrate",
+        layer_name="SO3Integrate",
+        make=lambda cls: cls(),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 8, 3),
+    ),
+    Case(
+        name="so3_global_max_pool",
+        layer_name="SO3GlobalMaxPool",
+        make=lambda cls: cls(),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 8, 3),
+    ),
+    Case(
+        name="so3_batch_norm",
+        layer_name="SO3BatchNormalization",
+        make=lambda cls: cls(),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 8, 3),
+    ),
+    Case(
+        name="so3_residual_block",
+        layer_name="SO3ResidualBlock",
+        # Four grid rotations: with the default 72, `_perturb`'s positive
+        # offsets add up coherently through two convolutions to outputs
+        # ~100, and float32 rounding (C++ kernels vs the pure-TF twins the
+        # SavedModel and XLA use, ~3e-7 of the output's scale) exceeds the
+        # per-element 1e-5 on the entries near zero.
+        make=lambda cls: cls(
+            3,
+            bandwidth_in=4,
+            bandwidth_out=3,
+            kernel_grid=[[0.3, 0.0, 0.0], [0.3, 1.6, -1.6]]
+            + [[0.3, 3.1, -3.1], [0.3, 4.7, -4.7]],
+        ),
+        make_inputs=lambda: _normal(BATCH, 8, 8, 8, 2),
+    ),
 ]
 
 _BY_CASE = pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)

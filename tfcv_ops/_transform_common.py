@@ -40,7 +40,12 @@ def to_complex(x, name: str, allow_low_precision: bool):
             f"`{name}` must be float32, float64, complex64 or complex128, "
             f"received {dtype.name}; cast it with `tf.cast`."
         )
-    return tf.cast(x, _COMPLEX[x.dtype]), dtype
+    if x.dtype.is_complex:
+        return x, dtype
+    # tf.complex, not tf.cast: the same value, but its gradient takes the
+    # real part without a "casting complex to float discards the imaginary
+    # part" warning on every backward pass.
+    return tf.complex(x, tf.zeros_like(x)), dtype
 
 
 def real_dtype(complex_dtype):

@@ -10,12 +10,24 @@ from tfcv.layers.group_normalization import GroupNormalization
 from tfcv.layers.instance_normalization import InstanceNormalization
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.layers.spectral_normalization import SpectralNormalization
+from tfcv.layers.spherical import S2Convolution
+from tfcv.layers.spherical import SO3BatchNormalization
+from tfcv.layers.spherical import SO3Convolution
+from tfcv.layers.spherical import SO3GlobalMaxPool
+from tfcv.layers.spherical import SO3Integrate
+from tfcv.layers.spherical import SO3ResidualBlock
 
 __all__ = [
     "ConditionalBatchNormalization",
     "CrossReplicaBatchNormalization",
     "GroupNormalization",
     "InstanceNormalization",
+    "S2Convolution",
+    "SO3BatchNormalization",
+    "SO3Convolution",
+    "SO3GlobalMaxPool",
+    "SO3Integrate",
+    "SO3ResidualBlock",
     "SelfAttention",
     "SpectralNormalization",
 ]

@@ -1,0 +1,189 @@
+"""Shared pieces of the spherical layers: checks, kernel tables, dtypes.
+
+Spherical CNNs (Cohen, Geiger, Köhler & Welling, 2018, arXiv:1801.10130),
+§3-4 and Fig. 2. A filter made of point masses `ψ = Σ_p w_p δ_{x_p}` has
+the spectrum `ψ̂^l = Σ_p w_p conj(D^l(R_p))` (Eq. 8 applied to a sum of
+deltas), restricted to the column `n = 0` on S²: a constant complex table
+`[N, spectrum]` built once per layer, contracted with the weights in
+`call` (the DFT of Fig. 2).
+
+Shape letters: `N` kernel grid points, `b` bandwidth, `P = b(4b² - 1)/3`.
+
+Deviations from the paper:
+  None.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+import tfcv_ops
+
+
+def check_bandwidths(bandwidth_in, bandwidth_out) -> tuple:
+    """Returns both bandwidths as ints; `1 <= bandwidth_out <= bandwidth_in`."""
+    for name, value in (
+        ("bandwidth_in", bandwidth_in),
+        ("bandwidth_out", bandwidth_out),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or not 1 <= value <= tfcv_ops.grids.SO3_MAX_BANDWIDTH
+        ):
+            raise ValueError(
+                f"`{name}` must be an integer in 1..."
+                f"{tfcv_ops.grids.SO3_MAX_BANDWIDTH} (degrees l < b), "
+                f"received {value!r}; pass e.g. `{name}=8`."
+            )
+    if bandwidth_out > bandwidth_in:
+        raise ValueError(
+            f"`bandwidth_out` must be <= `bandwidth_in`, received "
+            f"bandwidth_out={bandwidth_out} > bandwidth_in={bandwidth_in}: "
+            f"the input holds no degrees l >= {bandwidth_in}, so a larger "
+            f"output would only be a finer resampling; pass "
+            f"bandwidth_out <= {bandwidth_in}."
+        )
+    return int(bandwidth_in), int(bandwidth_out)
+
+
+def check_kernel_grid(kernel_grid, columns: int) -> np.ndarray:
+    """Returns `kernel_grid` as float64 `[N, columns]` or raises ValueError.
+
+    On SO(3) (`columns == 3`), a point with β = 0 and α ≠ 0 or γ ≠ 0 is
+    refused: there `Z(α) Y(0) Z(γ)` depends on α + γ only (gimbal lock), so
+    such points are copies of each other under other names.
+    """
+    names = "(β, α)" if columns == 2 else "(β, α, γ)"
+    try:
+        grid = np.asarray(kernel_grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        grid = None
+    if (
+        grid is None
+        or grid.ndim != 2
+        or grid.shape[0] < 1
+        or grid.shape[1] != columns
+        or not np.all(np.isfinite(grid))
+    ):
+        shape = None if grid is None else grid.shape
+        raise ValueError(
+            f"`kernel_grid` must be a finite [N, {columns}] array of angles "
+            f"{names} with N >= 1, received shape {shape}; build one with "
+            f"`tfcv.layers.spherical.kernel_grids`."
+        )
+    if columns == 3:
+        pole = np.abs(grid[:, 0]) < 1e-12
+        turned = (np.abs(grid[:, 1]) > 1e-12) | (np.abs(grid[:, 2]) > 1e-12)
+        bad = np.flatnonzero(pole & turned)
+        if bad.size:
+            raise ValueError(
+                f"`kernel_grid` has point(s) {bad.tolist()} at the pole β = 0 "
+                f"with α ≠ 0 or γ ≠ 0, e.g. {grid[bad[0]].tolist()}: there "
+                f"the rotation Z(α) Y(0) Z(γ) depends only on α + γ (gimbal "
+                f"lock), so such points repeat one rotation under different "
+                f"names; write them as (0, α + γ, 0) or start the rings at "
+                f"β > 0."
+            )
+    return grid
+
+
+def check_grid_input(layer, input_shape, grid_rank: int, bandwidth) -> int:
+    """Checks `[B, 2b, ..., 2b, C]`; returns C. `bandwidth=None`: any even."""
+    shape = tf.TensorShape(input_shape)
+    letters = ", ".join(["2b"] * grid_rank)
+    sides = shape.as_list()[1:-1] if shape.rank else []
+    expected = None
+    if bandwidth is not None:
+        expected = (None,) + (2 * bandwidth,) * grid_rank + (shape[-1],)
+    if (
+        shape.rank != grid_rank + 2
+        or shape[-1] is None
+        or None in sides
+        or len(set(sides)) != 1
+        or sides[0] % 2
+        or (bandwidth is not None and sides[0] != 2 * bandwidth)
+    ):
+        wanted = expected if expected else f"[B, {letters}, C]"
+        raise ValueError(
+            f"{type(layer).__name__} expects inputs [B, {letters}, C] on the "
+            f"SOFT grid with a known channel axis, received shape "
+            f"{tuple(shape.as_list()) if shape.rank else None}, expected "
+            f"{wanted}; resample the signal to that grid."
+        )
+    return int(shape[-1])
+
+
+def check_channels(layer, inputs, channels: int) -> None:
+    """Raises if the channel axis changed since `build`."""
+    if inputs.shape[-1] != channels:
+        raise ValueError(
+            f"{type(layer).__name__} was built for {channels} input "
+            f"channels, received shape {tuple(inputs.shape.as_list())}; "
+            f"make a new layer for inputs with {inputs.shape[-1]} channels."
+        )
+
+
+def fft_dtype(layer):
+    """float64 under a float64 policy, else float32 (the ops refuse less)."""
+    if tf.as_dtype(layer.compute_dtype) == tf.float64:
+        return tf.float64
+    return tf.float32
+
+
+def _small_d(l_max: int, beta) -> np.ndarray:
+    """`d^l_{mn}(β_p)` packed `[N, P(l_max + 1)]`, float64, computed eagerly."""
+    with tf.init_scope():
+        return tfcv_ops.wigner_d_matrix(l_max, np.asarray(beta)).numpy()
+
+
+def _packed_orders(bandwidth: int):
+    """`(l, m, n)` of every packed SO(3) position, int arrays `[P]`."""
+    l, m, n = [], [], []
+    for degree in range(bandwidth):
+        orders = np.arange(-degree, degree + 1)
+        l.append(np.full((2 * degree + 1) ** 2, degree))
+        m.append(np.repeat(orders, 2 * degree + 1))
+        n.append(np.tile(orders, 2 * degree + 1))
+    return np.concatenate(l), np.concatenate(m), np.concatenate(n)
+
+
+def so3_kernel_table(grid: np.ndarray, bandwidth: int) -> np.ndarray:
+    """`conj(D^l_{mn}(α_p, β_p, γ_p))`, complex128 `[N, P(bandwidth)]`."""
+    small_d = _small_d(bandwidth - 1, grid[:, 0])  # [N, P]
+    _, m, n = _packed_orders(bandwidth)
+
+    # conj(e^{-imα} d e^{-inγ}) = e^{+i(mα + nγ)} d: [N, 1] x [P] -> [N, P]
+    phase = np.outer(grid[:, 1], m) + np.outer(grid[:, 2], n)
+    return small_d * np.exp(1j * phase)
+
+
+def s2_kernel_table(grid: np.ndarray, bandwidth: int) -> np.ndarray:
+    """`conj(D^l_{n0}(α_p, β_p, 0))`, complex128 `[N, bandwidth²]`."""
+    points = np.concatenate([grid, np.zeros([len(grid), 1])], axis=1)
+    table = so3_kernel_table(points, bandwidth)  # [N, P]
+    l, m, n = _packed_orders(bandwidth)
+    return table[:, n == 0]  # keeps (l, m) in S² packed order [N, b²]
+
+
+def kernel_spectrum(kernel, table_real, table_imag):
+    """`Σ_p w[c, o, p] T[p, :]`: `[C, O, N] x [N, S] -> [C, O, S]` complex."""
+    real = tf.einsum("cop,ps->cos", kernel, table_real)
+    imag = tf.einsum("cop,ps->cos", kernel, table_imag)
+    return tf.complex(real, imag)
+
+
+def default_stddev(channels: int, points: int) -> float:
+    """`1/sqrt(C N)`: unit output variance for unit-variance inputs."""
+    return 1.0 / math.sqrt(channels * points)
+
+
+def haar_weights(bandwidth: int) -> np.ndarray:
+    """Normalised Haar quadrature on the SO(3) grid, `[2b, 1, 1, 1]`.
+
+    `w_j / (2b)²`, summing to 1 over the (β, α, γ) grid; broadcasts over
+    `[B, 2b, 2b, 2b, C]`.
+    """
+    weights = tfcv_ops.quadrature_weights(bandwidth) / (2 * bandwidth) ** 2
+    return weights.reshape([-1, 1, 1, 1])
