@@ -20,6 +20,18 @@ COMMANDS = {
     "evaluate": "Judge a trained generator: conditional accuracy and FD.",
 }
 
+# Commands with sub-commands: `tfcv <group> <name>` runs the module
+# `tfcv.cli.<group>_<name>`.
+GROUPS = {
+    "spherical": {
+        "equivariance": "Measure the equivariance error of S²/SO(3) "
+        "convolution stacks (Spherical CNNs §5.1, Fig. 3).",
+        "mnist": "Spherical MNIST: planar vs spherical CNN, NR/R "
+        "regimes (Spherical CNNs §5.2, Table 1).",
+    },
+}
+COMMANDS["spherical"] = "Spherical CNNs: `tfcv spherical <name>` (see --help)."
+
 USAGE = "usage: tfcv <command> [--flag=value ...]   (tfcv <command> --help)"
 
 
@@ -61,17 +73,46 @@ def run(argv=None):
             f"{', '.join(COMMANDS)}.\n"
         )
         sys.exit(2)
+    if command in GROUPS:
+        sys.exit(_run_group(command, argv[2:]))
     sys.exit(run_command(command, argv[2:]))
 
 
-def run_command(command, arguments):
-    """Parses `arguments` for `command` and runs it; returns the exit code."""
+def _run_group(group, arguments):
+    """`tfcv <group> <name> ...`: runs the sub-command `name`."""
+    names = GROUPS[group]
+    if not arguments or arguments[0] in ("-h", "--help", "help"):
+        stream = sys.stdout if arguments else sys.stderr
+        stream.write(
+            f"usage: tfcv {group} <name> [--flag=value ...]   "
+            f"(tfcv {group} <name> --help)\n\n{group} commands:\n"
+        )
+        for name, summary in names.items():
+            stream.write(f"  {name:<14}{summary}\n")
+        return 0 if arguments else 2
+    name = arguments[0]
+    if name not in names:
+        sys.stderr.write(
+            f"tfcv {group}: error: unknown command {name!r}; expected one "
+            f"of {', '.join(names)}.\n"
+        )
+        return 2
+    return run_command(
+        f"{group} {name}", arguments[1:], module_name=f"{group}_{name}"
+    )
+
+
+def run_command(command, arguments, module_name=None):
+    """Parses `arguments` for `command` and runs it; returns the exit code.
+
+    `module_name` is the module under `tfcv.cli` (default: `command`).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _quiet_import_tensorflow()
     from absl import flags
     from absl import logging
 
-    module = importlib.import_module(f"tfcv.cli.{command}")
+    module = importlib.import_module(f"tfcv.cli.{module_name or command}")
     flag_values = flags.FlagValues()
     module.define_flags(flag_values)
     if any(arg in ("-h", "--help", "--helpfull") for arg in arguments):
