@@ -15,16 +15,26 @@
 // at p(l,m,n) = l(4l^2-1)/3 + (m+l)(2l+1) + (n+l), i.e. degree l is a
 // row-major (2l+1) x (2l+1) block.
 //
-// Work units are (batch element, output channel); each unit runs one Eigen
-// complex matrix product per degree (S^2: [2l+1, C] x [C, 2l+1]) or per
-// degree and input channel (SO(3): [2l+1, 2l+1] x [2l+1, 2l+1]^H), sharded
-// over the CPU worker threads. Gradients are registered in Python
+// Per degree, both products are ONE matrix product over (channel, k):
+// [(b, m), (c, k)] x [(o, n), (c, k)]^H -> [(b, m), (o, n)], run as a real
+// product of twice the size on gathered operands and scattered into the
+// packed output. Degrees are split into row/column blocks that the CPU
+// worker threads take largest first. For float the product uses an AVX2 +
+// FMA kernel when the CPU has one (checked at run time), else Eigen.
+// Gradients are registered in Python
 // (tfcv_ops/spherical_kernels.py).
 
 #include <algorithm>
+#include <atomic>
 #include <complex>
 #include <cstdint>
 #include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
@@ -102,13 +112,191 @@ absl::Status CheckOperands(const std::string& op, bool so3,
   return absl::OkStatus();
 }
 
+// ------------------------------------------------------------ real GEMM ---
+//
+// Per degree l both products are one complex matrix product
+// Z = X conj(Y)^T with X [(b, m), (c, k)], Y [(o, n), (c, k)] (S^2: no k).
+// It runs as a real product of twice the size, with complex numbers kept as
+// (re, im) pairs: row 2i of A is (re, im) of X row i, row 2i+1 is
+// (im, -re); row 2kk of B is re Y[:, kk], row 2kk+1 is im Y[:, kk]. Then
+// (A B)[2i, j] = re Z[i, j] and (A B)[2i+1, j] = im Z[i, j].
+
+template <typename Real>
+using RealRowMatrix =
+    Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// C [m, n] = A [m, k] B [k, n], all row-major and contiguous (Eigen).
+template <typename Real>
+void GemmPortable(int64_t m, int64_t n, int64_t k, const Real* a,
+                  const Real* b, Real* c) {
+  Eigen::Map<const RealRowMatrix<Real>> left(a, m, k);
+  Eigen::Map<const RealRowMatrix<Real>> right(b, k, n);
+  Eigen::Map<RealRowMatrix<Real>> result(c, m, n);
+  result.noalias() = left * right;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TFCV_MM_AVX2 1
+
+// An AVX2 + FMA float kernel, compiled for that target only and chosen at
+// run time (the library itself targets any x86-64). Packing: A in panels
+// of kRows rows [k][kRows], B in panels of kCols columns [k][kCols].
+constexpr int64_t kRows = 6;
+constexpr int64_t kCols = 16;
+constexpr int64_t kDepthBlock = 256;
+constexpr int64_t kRowBlock = 72;  // a multiple of kRows
+
+bool HasAvx2() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+// C[r, 0:kCols] += (A panel [depth][kRows] x B panel [depth][kCols])[r]
+// for rows r < kRows, C row-major with leading dimension ldc.
+__attribute__((target("avx2,fma"))) void MicroKernelAvx2(
+    int64_t depth, const float* a, const float* b, float* c, int64_t ldc) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int64_t p = 0; p < depth; ++p, a += kRows, b += kCols) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
+    __m256 v = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(v, b0, c00);
+    c01 = _mm256_fmadd_ps(v, b1, c01);
+    v = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(v, b0, c10);
+    c11 = _mm256_fmadd_ps(v, b1, c11);
+    v = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(v, b0, c20);
+    c21 = _mm256_fmadd_ps(v, b1, c21);
+    v = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(v, b0, c30);
+    c31 = _mm256_fmadd_ps(v, b1, c31);
+    v = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(v, b0, c40);
+    c41 = _mm256_fmadd_ps(v, b1, c41);
+    v = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(v, b0, c50);
+    c51 = _mm256_fmadd_ps(v, b1, c51);
+  }
+#define TFCV_ADD_ROW(r, lo, hi)                                              \
+  _mm256_storeu_ps(c + r * ldc, _mm256_add_ps(_mm256_loadu_ps(c + r * ldc), \
+                                              lo));                          \
+  _mm256_storeu_ps(c + r * ldc + 8,                                          \
+                   _mm256_add_ps(_mm256_loadu_ps(c + r * ldc + 8), hi))
+  TFCV_ADD_ROW(0, c00, c01);
+  TFCV_ADD_ROW(1, c10, c11);
+  TFCV_ADD_ROW(2, c20, c21);
+  TFCV_ADD_ROW(3, c30, c31);
+  TFCV_ADD_ROW(4, c40, c41);
+  TFCV_ADD_ROW(5, c50, c51);
+#undef TFCV_ADD_ROW
+}
+
+// C [m, n] = A [m, k] B [k, n] (row-major, contiguous) with the AVX2
+// kernel; `packed` holds at least PackedFloats(n) floats.
+int64_t PackedFloats(int64_t n) {
+  const int64_t panels = (n + kCols - 1) / kCols;
+  return kDepthBlock * (kRowBlock + panels * kCols);
+}
+
+void GemmAvx2(int64_t m, int64_t n, int64_t k, const float* a,
+              const float* b, float* c, float* packed) {
+  std::fill(c, c + m * n, 0.0f);
+  const int64_t col_panels = (n + kCols - 1) / kCols;
+  float* packed_a = packed;
+  float* packed_b = packed + kDepthBlock * kRowBlock;
+  float tile[kRows * kCols];
+  for (int64_t p0 = 0; p0 < k; p0 += kDepthBlock) {
+    const int64_t depth = std::min(kDepthBlock, k - p0);
+    // B panels [panel][depth][kCols], zero past column n.
+    for (int64_t panel = 0; panel < col_panels; ++panel) {
+      float* out = packed_b + panel * depth * kCols;
+      const int64_t j0 = panel * kCols;
+      const int64_t width = std::min(kCols, n - j0);
+      for (int64_t p = 0; p < depth; ++p) {
+        const float* row = b + (p0 + p) * n + j0;
+        int64_t j = 0;
+        for (; j < width; ++j) out[p * kCols + j] = row[j];
+        for (; j < kCols; ++j) out[p * kCols + j] = 0.0f;
+      }
+    }
+    for (int64_t i0 = 0; i0 < m; i0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, m - i0);
+      const int64_t row_panels = (rows + kRows - 1) / kRows;
+      // A panels [panel][depth][kRows], zero past row m.
+      for (int64_t panel = 0; panel < row_panels; ++panel) {
+        float* out = packed_a + panel * depth * kRows;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const int64_t i = i0 + panel * kRows + r;
+          if (i >= m) {
+            for (int64_t p = 0; p < depth; ++p) out[p * kRows + r] = 0.0f;
+            continue;
+          }
+          const float* row = a + i * k + p0;
+          for (int64_t p = 0; p < depth; ++p) out[p * kRows + r] = row[p];
+        }
+      }
+      for (int64_t cp = 0; cp < col_panels; ++cp) {
+        const int64_t j0 = cp * kCols;
+        const int64_t width = std::min(kCols, n - j0);
+        for (int64_t rp = 0; rp < row_panels; ++rp) {
+          const int64_t first = i0 + rp * kRows;
+          const int64_t height = std::min(kRows, m - first);
+          const float* panel_a = packed_a + rp * depth * kRows;
+          const float* panel_b = packed_b + cp * depth * kCols;
+          if (height == kRows && width == kCols) {
+            MicroKernelAvx2(depth, panel_a, panel_b, c + first * n + j0, n);
+            continue;
+          }
+          std::fill(tile, tile + kRows * kCols, 0.0f);
+          MicroKernelAvx2(depth, panel_a, panel_b, tile, kCols);
+          for (int64_t r = 0; r < height; ++r) {
+            float* target = c + (first + r) * n + j0;
+            for (int64_t j = 0; j < width; ++j) {
+              target[j] += tile[r * kCols + j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+#endif  // x86-64 with GCC or Clang
+
+// C [m, n] = A [m, k] B [k, n]; `packed` is scratch for the AVX2 kernel.
+template <typename Real>
+void RealProduct(int64_t m, int64_t n, int64_t k, const Real* a,
+                 const Real* b, Real* c, std::vector<Real>* packed) {
+#ifdef TFCV_MM_AVX2
+  if constexpr (std::is_same<Real, float>::value) {
+    if (HasAvx2()) {
+      packed->resize(PackedFloats(n));
+      GemmAvx2(m, n, k, a, b, c, packed->data());
+      return;
+    }
+  }
+#endif
+  GemmPortable<Real>(m, n, k, a, b, c);
+}
+
+// One GEMM task: degree l, complex rows [row_begin, row_end) of X (rows
+// (b, m)) and columns [col_begin, col_end) of Z (columns (o, n)).
+struct MmTask {
+  int64_t degree, row_begin, row_end, col_begin, col_end, cost;
+};
+
 template <typename Real>
 class SphericalMmOp : public OpKernel {
  public:
   using Complex = std::complex<Real>;
-  using ColMatrix = Eigen::Matrix<Complex, Eigen::Dynamic, Eigen::Dynamic>;
-  using RowMatrix =
-      Eigen::Matrix<Complex, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
   SphericalMmOp(OpKernelConstruction* context, bool so3)
       : OpKernel(context), so3_(so3) {}
@@ -143,7 +331,7 @@ class SphericalMmOp : public OpKernel {
                    context->allocate_output(
                        0, TensorShape({batch, outputs, out_size}), &z));
     if (z->NumElements() == 0) return;
-    auto* target = z->flat<Complex>().data();
+    Complex* target = z->flat<Complex>().data();
     if (channels == 0) {
       z->flat<Complex>().setZero();
       return;
@@ -151,47 +339,126 @@ class SphericalMmOp : public OpKernel {
     const Complex* x_data = x.flat<Complex>().data();
     const Complex* y_data = y.flat<Complex>().data();
     const bool so3 = so3_;
+    // Degree l: x^l[b, c, m, k] at InOffset(l) + m * Inner(l) + k.
+    auto inner = [so3](int64_t l) { return so3 ? 2 * l + 1 : int64_t{1}; };
+    auto in_offset = [so3](int64_t l) {
+      return so3 ? DegreeOffset(l) : l * l;
+    };
 
-    // One unit per (batch element e, output channel o).
-    auto work = [&](int64_t begin, int64_t end) {
-      for (int64_t unit = begin; unit < end; ++unit) {
-        const int64_t e = unit / outputs;
-        const int64_t o = unit % outputs;
-        for (int64_t l = 0; l < bandwidth; ++l) {
-          const int64_t side = 2 * l + 1;
-          Eigen::Map<RowMatrix> block(target + unit * out_size +
-                                          DegreeOffset(l),
-                                      side, side);
-          if (!so3) {
-            // [2l+1, C] x [C, 2l+1]: columns c of x and y are strided.
-            Eigen::Map<const ColMatrix, 0, Eigen::OuterStride<>> left(
-                x_data + e * channels * in_size + l * l, side, channels,
-                Eigen::OuterStride<>(in_size));
-            Eigen::Map<const ColMatrix, 0, Eigen::OuterStride<>> right(
-                y_data + o * in_size + l * l, side, channels,
-                Eigen::OuterStride<>(outputs * in_size));
-            block.noalias() = left * right.adjoint();
-            continue;
-          }
-          // Sum over c of [2l+1, 2l+1] x [2l+1, 2l+1]^H.
-          block.setZero();
+    // Tasks: each degree split into row and column blocks that keep the
+    // gathered operands near 1 MB; largest first, taken dynamically.
+    constexpr int64_t kBlockFloats = 1 << 18;
+    std::vector<MmTask> tasks;
+    for (int64_t l = 0; l < bandwidth; ++l) {
+      const int64_t side = 2 * l + 1;
+      const int64_t depth = 2 * channels * inner(l);  // real columns of A
+      const int64_t rows = batch * side;
+      const int64_t cols = outputs * side;
+      const int64_t col_block = std::max<int64_t>(
+          16, std::min<int64_t>(128, kBlockFloats / depth / 16 * 16));
+      const int64_t row_block = std::max<int64_t>(
+          1, std::min<int64_t>(192, kBlockFloats / depth / 2));
+      for (int64_t r = 0; r < rows; r += row_block) {
+        for (int64_t c = 0; c < cols; c += col_block) {
+          const int64_t r_end = std::min(rows, r + row_block);
+          const int64_t c_end = std::min(cols, c + col_block);
+          tasks.push_back(
+              {l, r, r_end, c, c_end, (r_end - r) * (c_end - c) * depth});
+        }
+      }
+    }
+    std::stable_sort(tasks.begin(), tasks.end(),
+                     [](const MmTask& a, const MmTask& b) {
+                       return a.cost > b.cost;
+                     });
+    int64_t total_cost = 0;
+    for (const MmTask& task : tasks) total_cost += task.cost;
+
+    std::atomic<int64_t> next{0};
+    auto lane = [&](int64_t, int64_t) {
+      std::vector<Real> left, right, product, packed;
+      for (int64_t t = next++; t < static_cast<int64_t>(tasks.size());
+           t = next++) {
+        const MmTask& task = tasks[t];
+        const int64_t l = task.degree;
+        const int64_t side = 2 * l + 1;
+        const int64_t width = inner(l);
+        const int64_t offset = in_offset(l);
+        const int64_t depth = 2 * channels * width;
+        const int64_t rows = task.row_end - task.row_begin;
+        const int64_t cols = task.col_end - task.col_begin;
+        left.resize(2 * rows * depth);
+        right.resize(depth * cols);
+        product.resize(2 * rows * cols);
+
+        // A: rows (b, m) -> real rows 2i (re, im) and 2i+1 (im, -re).
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t e = (task.row_begin + i) / side;
+          const int64_t m = (task.row_begin + i) % side;
+          Real* even = left.data() + 2 * i * depth;
+          Real* odd = even + depth;
           for (int64_t c = 0; c < channels; ++c) {
-            Eigen::Map<const RowMatrix> left(
-                x_data + (e * channels + c) * in_size + DegreeOffset(l), side,
-                side);
-            Eigen::Map<const RowMatrix> right(
-                y_data + (c * outputs + o) * in_size + DegreeOffset(l), side,
-                side);
-            block.noalias() += left * right.adjoint();
+            const Complex* source = x_data + (e * channels + c) * in_size +
+                                    offset + m * width;
+            for (int64_t k = 0; k < width; ++k) {
+              const int64_t column = 2 * (c * width + k);
+              even[column] = source[k].real();
+              even[column + 1] = source[k].imag();
+              odd[column] = source[k].imag();
+              odd[column + 1] = -source[k].real();
+            }
+          }
+        }
+        // B: columns (o, n); rows 2kk (re) and 2kk+1 (im), kk = (c, k).
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t o = (task.col_begin + j) / side;
+          const int64_t n = (task.col_begin + j) % side;
+          for (int64_t c = 0; c < channels; ++c) {
+            const Complex* source = y_data + (c * outputs + o) * in_size +
+                                    offset + n * width;
+            Real* column = right.data() + 2 * c * width * cols + j;
+            for (int64_t k = 0; k < width; ++k) {
+              column[2 * k * cols] = source[k].real();
+              column[(2 * k + 1) * cols] = source[k].imag();
+            }
+          }
+        }
+
+        RealProduct(2 * rows, cols, depth, left.data(), right.data(),
+                    product.data(), &packed);
+
+        // Scatter: z[b, o, p(l, m, n)] = (product[2i, j], product[2i+1, j]).
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t e = (task.row_begin + i) / side;
+          const int64_t m = (task.row_begin + i) % side;
+          const Real* re = product.data() + 2 * i * cols;
+          const Real* im = re + cols;
+          int64_t j = 0;
+          while (j < cols) {
+            const int64_t o = (task.col_begin + j) / side;
+            const int64_t n = (task.col_begin + j) % side;
+            const int64_t run = std::min(side - n, cols - j);
+            Complex* out = target + (e * outputs + o) * out_size +
+                           DegreeOffset(l) + m * side + n;
+            for (int64_t q = 0; q < run; ++q) {
+              out[q] = Complex(re[j + q], im[j + q]);
+            }
+            j += run;
           }
         }
       }
     };
-    const int64_t cost_per_unit =
-        8 * channels * (so3 ? in_size * bandwidth : out_size);
     auto* workers = context->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(workers->num_threads, workers->workers,
-                        batch * outputs, cost_per_unit, work);
+    const int64_t lanes = std::max<int64_t>(
+        1, std::min<int64_t>({static_cast<int64_t>(workers->num_threads),
+                              static_cast<int64_t>(tasks.size()),
+                              total_cost / 20000}));
+    if (lanes <= 1) {
+      lane(0, 1);
+      return;
+    }
+    ::tensorflow::Shard(workers->num_threads, workers->workers, lanes,
+                        int64_t{1} << 40, lane);
   }
 
  private:
