@@ -227,7 +227,27 @@ class _Lines:
         return "".join(self.lines)
 
 
+@pytest.fixture(autouse=True)
+def _kill_leftover_workers():
+    """Workers a failed test leaves behind would hold ports and cores."""
+    yield
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _STARTED.clear()
+
+
+_STARTED = []
+
+
 def _start_worker(model_dir, tf_config, *flags):
+    process = _popen_worker(model_dir, tf_config, *flags)
+    _STARTED.append(process)
+    return process
+
+
+def _popen_worker(model_dir, tf_config, *flags):
     return subprocess.Popen(
         tfcv_command()
         + [
