@@ -274,7 +274,8 @@ def test_lone_worker_gives_up_after_the_cluster_timeout(tmp_path):
 
     assert process.returncode == 1, out + err
     message = err.strip().splitlines()[-1]
-    assert "did not start within --cluster_timeout=3 s" in message
+    assert f"did not start (first: worker:1 at {workers[1]})" in message
+    assert "within --cluster_timeout=3 s" in message
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -308,7 +309,7 @@ def test_sigterm_before_the_first_step_is_honoured_under_multi_worker(
     out, _ = process.communicate(timeout=300)
 
     assert process.returncode == 143, lines.text()[-3000:]
-    assert "Stopped by SIGTERM at step" in out
+    assert "(stopped by SIGTERM)" in out
     step = int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
     assert step < 50
 
@@ -322,6 +323,64 @@ def test_tf_config_naming_one_address_twice_is_a_one_line_error(tmp_path):
     assert process.returncode == 2
     assert f"lists the address {address} for more than one task" in err
     assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_sigterm_to_one_worker_stops_every_worker_at_one_saved_step(
+    tmp_path,
+):
+    model_dir = tmp_path / "run"
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    flags = ("--steps=200", "--checkpoint_every=100", "--summary_every=100")
+    chief, other = [
+        _start_worker(model_dir, _tf_config(workers, index), *flags)
+        for index in range(2)
+    ]
+    lines = _Lines(other)
+    lines.wait_for("Training biggan", other)
+    time.sleep(5.0)  # Into the steps.
+
+    other.send_signal(signal.SIGTERM)
+    chief_out, _ = chief.communicate(timeout=300)
+    other.wait(timeout=300)
+
+    assert chief.returncode == other.returncode == 143, lines.text()[-2000:]
+    assert "another worker was stopped by SIGTERM" in chief_out
+    step = int(chief_out.split("Stopped at step ")[1].split()[0])
+    assert 0 < step < 200
+    assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{step}")
+
+
+@pytest.mark.parametrize(
+    "tf_config, flags, message",
+    [
+        (
+            _tf_config(["127.0.0.1:99999"], 0),
+            ["--strategy=multi_worker"],
+            "port 1-65535",
+        ),
+        (
+            _tf_config(["127.0.0.1:2222", "127.0.0.1:2223"], 1),
+            ["--strategy=mirrored"],
+            "TF_CONFIG names a cluster of 2 tasks but --strategy=mirrored",
+        ),
+        (None, ["--virtual_cpus=10000000"], "--virtual_cpus must be at most"),
+    ],
+    ids=["port_out_of_range", "tf_config_without_multi_worker", "cpus"],
+)
+def test_cluster_misconfigurations_are_one_line_errors(
+    tmp_path, tf_config, flags, message
+):
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = tf_config
+
+    result = _train(tmp_path / "run", *ONE_STEP, *flags, env=env, check=False)
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -383,7 +442,7 @@ def test_killed_then_preempted_run_ends_with_the_uninterrupted_weights(
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 143, out
-    assert "Stopped by SIGTERM" in out
+    assert "(stopped by SIGTERM)" in out
 
     _train(interrupted, *KILL_FLAGS)
 

@@ -62,6 +62,18 @@ def test_progress_bar_gives_no_eta_until_it_can_measure_a_rate():
     assert "-- step/s" not in second and "ETA --:--" not in second
 
 
+def test_progress_bar_log_ends_on_the_last_step():
+    stream = io.StringIO()
+    bar = ProgressBar(30, stream=stream, line_every=3600)
+
+    for step in range(1, 31):
+        bar.update(step)
+    bar.close()
+
+    lines = stream.getvalue().splitlines()
+    assert lines[0].split()[1] == "1/30" and lines[-1].split()[1] == "30/30"
+
+
 def test_preemption_flag_records_sigterm_and_restores_the_handler():
     before = signal.getsignal(signal.SIGTERM)
     stop = PreemptionFlag()

@@ -18,6 +18,8 @@ Example:
   tfcv train --model_dir=runs/digits --steps=2000
 """
 
+import json
+import os
 import time
 
 from absl import flags
@@ -202,7 +204,51 @@ def validate(flag_values):
             f"--cluster_timeout must be a number of seconds >= 0 (0 waits "
             f"forever), got {timeout}."
         )
+    if flag_values.virtual_cpus > MAX_VIRTUAL_CPUS:
+        raise UsageError(
+            f"--virtual_cpus must be at most {MAX_VIRTUAL_CPUS}, got "
+            f"{flag_values.virtual_cpus}; it splits this CPU into that many "
+            "logical devices (replicas)."
+        )
+    _check_tf_config_use(flag_values)
     _check_jit_compile(flag_values)
+
+
+# Flags that may differ between the tasks of one multi-worker run (paths
+# as each machine mounts them, local waits and devices); all others must
+# agree, or the workers would silently train different things.
+_PER_TASK_FLAGS = ("model_dir", "cluster_timeout", "virtual_cpus", "tpu")
+# More logical CPUs than this is a typo, and TensorFlow would try to make
+# them all (minutes, gigabytes) before any check could refuse them.
+MAX_VIRTUAL_CPUS = 64
+
+
+def _run_flags(flag_values):
+    """The flags every task of a multi-worker run must share."""
+    return {
+        name: flag.value
+        for name, flag in sorted(flag_values._flags().items())
+        if name not in _PER_TASK_FLAGS and not name.startswith("help")
+    }
+
+
+def _check_tf_config_use(flag_values):
+    """TF_CONFIG naming a cluster means multi_worker; refuse otherwise."""
+    raw = os.environ.get("TF_CONFIG")
+    if flag_values.strategy in ("multi_worker", "tpu") or not raw:
+        return
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+        tasks = sum(len(addresses) for addresses in cluster.values())
+    except (ValueError, AttributeError, TypeError):
+        tasks = 0
+    if tasks > 1:
+        raise UsageError(
+            f"TF_CONFIG names a cluster of {tasks} tasks but "
+            f"--strategy={flag_values.strategy} trains alone (and every "
+            "machine would write the same --model_dir as its chief); pass "
+            "--strategy=multi_worker, or unset TF_CONFIG."
+        )
 
 
 def _check_jit_compile(flag_values):
@@ -274,6 +320,7 @@ def _train(flag_values, started, stop):
         flag_values.tpu,
         cluster_timeout=flag_values.cluster_timeout,
         stop=stop,
+        run_flags=_run_flags(flag_values),
     )
     stop.install()  # Strategies may have replaced the SIGTERM handler.
     chief = is_chief(strategy)
@@ -321,10 +368,15 @@ def _train(flag_values, started, stop):
         where = (
             "checkpoint written"
             if chief
-            else "the chief writes the run's checkpoints"
+            else "the chief wrote the run's checkpoint"
+        )
+        cause = (
+            "another worker was stopped by SIGTERM"
+            if trainer.stopped_by_peer
+            else "stopped by SIGTERM"
         )
         print(
-            f"Stopped by SIGTERM at step {int(trainer.step.numpy())}; "
+            f"Stopped at step {int(trainer.step.numpy())} ({cause}); "
             f"{where}. Rerun the same command to resume."
         )
         return SIGTERM_EXIT_CODE

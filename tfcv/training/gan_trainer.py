@@ -291,6 +291,7 @@ class GANTrainer:
         self.model_dir = model_dir
         self.is_chief = is_chief
         self.interrupted = False
+        self.stopped_by_peer = False  # Another worker got the SIGTERM.
         self._restored = None  # The step restore() returned, once called.
         self.num_classes = num_classes = DATASETS[config.dataset][1]
 
@@ -413,8 +414,13 @@ class GANTrainer:
         if task_id(self.strategy) is None:
             return step
         replicas = self.strategy.num_replicas_in_sync
-        per_replica = self.strategy.run(lambda: tf.constant(step, tf.int64))
-        total = int(self.strategy.reduce("SUM", per_replica, axis=None))
+
+        @tf.function  # Collectives run eagerly would warn about overhead.
+        def total_over_replicas(value):
+            per_replica = self.strategy.run(lambda: tf.identity(value))
+            return self.strategy.reduce("SUM", per_replica, axis=None)
+
+        total = int(total_over_replicas(tf.constant(step, tf.int64)))
         if total != step * replicas:
             raise ValueError(
                 f"the workers restored different checkpoints (this one: step "
@@ -530,7 +536,7 @@ class GANTrainer:
         g_loss = self._generator_step(step)
         return d_loss, g_loss
 
-    def _train_steps(self, num_steps):
+    def _train_steps(self, num_steps, stop_requested=False):
         d_loss = g_loss = tf.constant(0.0)
         # The first step (1-based) whose losses were not finite; -1: none.
         bad_step = tf.constant(-1, tf.int64)
@@ -566,11 +572,17 @@ class GANTrainer:
                 for variable in model.trainable_variables
             ]
         )
+        # Whether any worker was asked to stop (SIGTERM): all of them stop
+        # after this call, at the same step, and the chief saves it.
+        stop_value = tf.cast(stop_requested, tf.float32)
+        per_replica_stop = self.strategy.run(lambda: tf.identity(stop_value))
+        any_stop = self.strategy.reduce("SUM", per_replica_stop, axis=None)
         return {
             "d_loss": d_loss,
             "g_loss": g_loss,
             "bad_step": bad_step,
             "weights_finite": weights_finite,
+            "stop": any_stop > 0,
         }
 
     # The loop around it.
@@ -616,15 +628,25 @@ class GANTrainer:
             stop = PreemptionFlag()
         stop.install()
         losses = {}
+        # Workers of one cluster must stop together (a lone worker would
+        # leave the others waiting in a collective): they agree on a stop
+        # in each call. A single process stops at once.
+        cluster = task_id(self.strategy) is not None
+        stopping = False
         try:
-            while step < total_steps and not stop.requested:
+            while step < total_steps and not stopping:
+                if stop.requested and not cluster:
+                    break
                 count = min(
                     steps_per_call,
                     total_steps - step,
                     _until_next(step, checkpoint_every),
                     _until_next(step, summary_every),
                 )
-                outputs = self.train_function(tf.constant(count))
+                outputs = self.train_function(
+                    tf.constant(count), tf.constant(stop.requested)
+                )
+                stopping = bool(outputs["stop"])
                 step += count
                 losses = {
                     name: float(outputs[name]) for name in ("d_loss", "g_loss")
@@ -642,7 +664,8 @@ class GANTrainer:
                 stop.uninstall()
             if progress is not None:
                 progress.close()
-        self.interrupted = stop.requested
+        self.interrupted = stop.requested or stopping
+        self.stopped_by_peer = stopping and not stop.requested
         return losses
 
     def save(self):

@@ -32,9 +32,11 @@ class ProgressBar:
 
     def update(self, step, values=None, force=False):
         now = time.time()
+        self._latest = (step, values)
         if not self.interactive and not force:
             if now - self.last_line < self.line_every:
                 return
+        self._printed = step
         self.last_line = now
         elapsed = max(now - self.start_time, 1e-9)
 
@@ -66,6 +68,10 @@ class ProgressBar:
         self.stream.flush()
 
     def close(self):
+        # Logs (not a terminal) end on the last state, not an older line.
+        latest = getattr(self, "_latest", None)
+        if latest and getattr(self, "_printed", None) != latest[0]:
+            self.update(*latest, force=True)
         if self.interactive:
             self.stream.write("\n")
             self.stream.flush()

@@ -13,28 +13,14 @@ devices so that cross-replica code really runs with several replicas),
 
 import json
 import os
-import socket
-import time
 
 import tensorflow as tf
 from absl import logging
 
+from tfcv.training.rendezvous import ClusterJoinError  # noqa: F401 (API)
+from tfcv.training.rendezvous import rendezvous
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
-
-# Seconds between polls of the other tasks' ports.
-_JOIN_POLL_SECONDS = 0.25
-
-
-class ClusterJoinError(RuntimeError):
-    """The other workers did not show up, or a SIGTERM came first.
-
-    `exit_code` is the status the command ends with: 1 for a timeout, 143
-    (128 + SIGTERM) for a preemption. Nothing has been written yet.
-    """
-
-    def __init__(self, message, exit_code):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def configure_virtual_cpus(count: int) -> None:
@@ -91,13 +77,15 @@ def check_tf_config(raw):
             not isinstance(addresses, list)
             or not addresses
             or not all(
-                isinstance(a, str) and a.rpartition(":")[2].isdigit()
+                isinstance(a, str)
+                and a.rpartition(":")[2].isdigit()
+                and 0 < int(a.rpartition(":")[2]) < 65536
                 for a in addresses
             )
         ):
             raise ValueError(
                 f"TF_CONFIG cluster job {job!r} must be a non-empty list of "
-                f'"host:port" strings, got {addresses!r}.'
+                f'"host:port" strings (port 1-65535), got {addresses!r}.'
             )
     addresses = [a for tasks in cluster.values() for a in tasks]
     repeated = sorted({a for a in addresses if addresses.count(a) > 1})
@@ -136,6 +124,7 @@ def make_strategy(
     tpu_address: str = "",
     cluster_timeout: float = 0.0,
     stop=None,
+    run_flags=None,
 ) -> tf.distribute.Strategy:
     """Returns the strategy called `name`.
 
@@ -148,6 +137,8 @@ def make_strategy(
         of `TF_CONFIG` to start; `0` waits forever.
       stop: `multi_worker` only: a `PreemptionFlag`; a SIGTERM while
         waiting for the cluster ends the wait.
+      run_flags: `multi_worker` only: the flags every task must share (a
+        JSON-serializable dict); a task started otherwise is refused.
 
     Raises:
       ValueError: for an unknown `name`, a bad `virtual_cpus`, a malformed
@@ -182,7 +173,7 @@ def make_strategy(
                 "until every task has started the same command.",
                 count,
             )
-            wait_for_cluster(config, cluster_timeout, stop)
+            rendezvous(config, run_flags or {}, cluster_timeout, stop)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         if stop is not None:
             # TensorFlow's runtime replaced the SIGTERM handler while it
@@ -224,83 +215,3 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         and resolver.task_id == 0
         and ("chief" not in resolver.cluster_spec().as_dict())
     )
-
-
-def wait_for_cluster(config, timeout, stop=None):
-    """Returns once every other task of `config` accepts connections.
-
-    `MultiWorkerMirroredStrategy()` blocks in C++, holding the interpreter,
-    until every task has joined: a missing task would make it wait forever
-    and deaf to SIGTERM. So first, in Python: this task listens on its own
-    TF_CONFIG port (closing it again before TensorFlow takes the port) and
-    polls the others' ports until all answer, watching the clock and
-    `stop`. A task that dies after this rendezvous still stalls the join.
-
-    Args:
-      config: parsed `TF_CONFIG` (see `check_tf_config`).
-      timeout: seconds to wait; `0` waits forever.
-      stop: a `PreemptionFlag` or None; when it is set the wait ends.
-
-    Raises:
-      ValueError: if this task's port is taken by another process.
-      ClusterJoinError: on timeout (exit status 1) or SIGTERM (143).
-    """
-    task = config["task"]
-    own = config["cluster"][task["type"]][task.get("index", 0)]
-    others = [
-        address
-        for tasks in config["cluster"].values()
-        for address in tasks
-        if address != own
-    ]
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("", int(own.rpartition(":")[2])))
-    except OSError as error:
-        listener.close()
-        raise ValueError(
-            f"cannot listen on {own}, this task's address in TF_CONFIG "
-            f"({error.strerror}); another process uses the port: stop it "
-            "or pick a free port for this task."
-        ) from None
-    started = time.monotonic()
-    pending = list(others)
-    try:
-        listener.listen(len(others) + 8)
-        while pending:
-            pending = [a for a in pending if not _answers(a)]
-            if not pending:
-                break
-            if stop is not None and stop.requested:
-                raise ClusterJoinError(
-                    "stopped by SIGTERM while waiting for the other workers "
-                    "of TF_CONFIG; nothing was written.",
-                    exit_code=143,
-                )
-            if timeout and time.monotonic() - started > timeout:
-                raise ClusterJoinError(
-                    f"{len(pending)} task(s) of TF_CONFIG did not start "
-                    f"within --cluster_timeout={timeout:g} s (first: "
-                    f"{pending[0]}); start the same command on every task "
-                    "(or raise --cluster_timeout; 0 waits forever).",
-                    exit_code=1,
-                )
-            time.sleep(_JOIN_POLL_SECONDS)
-    finally:
-        listener.close()
-    logging.info(
-        "All %d tasks are up after %.1f s.",
-        len(others) + 1,
-        time.monotonic() - started,
-    )
-
-
-def _answers(address):
-    """Whether `host:port` accepts a TCP connection now."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), 1.0):
-            return True
-    except OSError:
-        return False
