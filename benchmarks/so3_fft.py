@@ -186,7 +186,13 @@ def main(argv=None):
     )
     header = (
         f"{'b':>3} {'workload':<12} {'c++ ms':>9} {'tf graph':>9} "
-        f"{'tf xla':>9} {'numpy':>9} {'graph/c++':>9} {'numpy/c++':>9}"
+        f"{'tf xla':>9} {'numpy':>9} {'graph/c++':>9} {'xla/c++':>9} "
+        f"{'numpy/c++':>9}"
+    )
+    print(
+        "ratios: time of the named implementation / C++ time (> 1: C++ is "
+        "faster); '(k disturbed)': k timings ran while other processes used "
+        f"more than {BUSY_THRESHOLD:.0%} of the CPU, so the row is noisy"
     )
     print(header)
     so3_times = {}
@@ -201,6 +207,7 @@ def main(argv=None):
                 f"{b:>3} {name:<12} {reference:9.1f} {ms['tf graph']:9.1f} "
                 f"{ms['tf xla']:9.1f} {ms['numpy']:9.1f} "
                 f"{ms['tf graph'] / reference:8.2f}x "
+                f"{ms['tf xla'] / reference:8.2f}x "
                 f"{ms['numpy'] / reference:8.2f}x"
                 + (f"  ({disturbed} disturbed)" if disturbed else "")
             )

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfcv_ops
+from tfcv_ops import _loader
 from tfcv_ops import grids
 from tfcv_ops import layout
 from tfcv_ops import primitives
@@ -166,7 +167,7 @@ def test_mm_errors():
         ),
         (
             lambda: tfcv_ops.s2_fft(tf.zeros([8, 8], tf.bfloat16)),
-            "bfloat16: with an 8-bit mantissa",
+            "bfloat16: with a 10-bit",
         ),
         (lambda: tfcv_ops.s2_fft(np.zeros([8, 8], np.int32)), "int32; cast"),
     ],
@@ -190,7 +191,7 @@ def test_low_precision_allowed_computes_in_float32(dtype):
 
 
 def test_set_use_custom_op_validates_and_applies(monkeypatch):
-    monkeypatch.setitem(primitives._settings, "use_custom_op", None)
+    monkeypatch.setitem(primitives._settings, "value", None)
 
     primitives.set_use_custom_op(False)
     blocker = primitives.custom_op_blocker(None)
@@ -234,3 +235,49 @@ def test_grid_bandwidth_helpers():
         layout.s2_bandwidth_of(16) == 4 and layout.s2_bandwidth_of(15) is None
     )
     assert grids.check_bandwidth("b", np.int64(3)) == 3
+
+
+@pytest.mark.parametrize(
+    "angle", [[0.1, 0.2], "0.3", 1j], ids=["vector", "string", "complex"]
+)
+def test_rotation_angles_must_be_real_scalars(angle):
+    x = np.zeros([8, 8])
+
+    with pytest.raises(ValueError, match="`alpha` must be a real scalar"):
+        tfcv_ops.s2_rotate(x, angle, 0.2, 0.3)
+
+
+def test_library_without_an_op_means_twin_with_one_warning(monkeypatch, caplog):
+    class NotOurLibrary:  # Loads, but holds none of our ops.
+        pass
+
+    monkeypatch.setitem(_loader._state, "attempted", True)
+    monkeypatch.setitem(_loader._state, "library", NotOurLibrary())
+    monkeypatch.setattr(_loader, "_missing_ops_warned", set())
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 8))
+
+    with caplog.at_level("WARNING"):
+        first = tfcv_ops.so3_fft(x)
+        second = tfcv_ops.so3_fft(x)
+
+    np.testing.assert_allclose(
+        first, tfcv_ops.so3_fft(x, use_custom_op=False), atol=1e-12
+    )
+    np.testing.assert_allclose(first, second, atol=0)
+    assert caplog.text.count("has no op tfcv_so3_contract") == 1
+    with pytest.raises(ValueError, match="cannot run"):
+        tfcv_ops.so3_fft(x, use_custom_op=True)
+
+
+def test_global_false_keeps_wigner_d_matrix_on_the_twin(monkeypatch):
+    monkeypatch.setitem(_loader.default_use_custom_op, "value", None)
+    tfcv_ops.set_use_custom_op(False)
+    function = tf.function(
+        lambda beta: tfcv_ops.wigner_d_matrix(3, beta)
+    ).get_concrete_function(tf.TensorSpec([2], tf.float64))
+
+    ops = {node.op for node in function.graph.as_graph_def().node}
+
+    assert not any(op.startswith("Tfcv") for op in ops)
+    with pytest.raises(ValueError, match="must be None, True or False"):
+        tfcv_ops.wigner_d_matrix(3, [0.1], use_custom_op=1)

@@ -31,6 +31,10 @@ LIBRARY_OVERRIDE_ENV_VAR = "TFCV_OPS_LIBRARY"
 
 _lock = threading.Lock()
 _state = {"attempted": False, "library": None, "error": None}
+# The process-wide default of every op's `use_custom_op` (see
+# `tfcv_ops.set_use_custom_op`): None, True or False.
+default_use_custom_op = {"value": None}
+_missing_ops_warned = set()
 
 
 def _load(path: str):
@@ -45,6 +49,7 @@ def _load(path: str):
         return None, f"{path} failed to load: {error}".strip()
 
 
+@tf.autograph.experimental.do_not_convert
 def load_library():
     """Loads the custom-op library once per process.
 
@@ -108,3 +113,29 @@ def custom_ops_available() -> bool:
       True
     """
     return load_library() is not None
+
+
+@tf.autograph.experimental.do_not_convert
+def library_op(name: str):
+    """The op `name` (e.g. `tfcv_so3_mm`) of the loaded library, or None.
+
+    A library that loads but lacks the op (built from other sources, or not
+    ours at all) is reported by one warning per op; the caller then runs
+    the pure-TensorFlow twin.
+    """
+    library = load_library()
+    if library is None:
+        return None
+    op = getattr(library, name, None)
+    if op is None:
+        with _lock:
+            if name not in _missing_ops_warned:
+                _missing_ops_warned.add(name)
+                logging.warning(
+                    "tfcv_ops: the custom-op library %s has no op %s (built "
+                    "from other sources?); using the pure-TensorFlow twin. "
+                    "Rebuild with `pip install --no-build-isolation -e .`.",
+                    library_path(),
+                    name,
+                )
+    return op

@@ -29,7 +29,7 @@ def to_complex(x, name: str, allow_low_precision: bool):
         if not allow_low_precision:
             raise ValueError(
                 f"`{name}` must be float32, float64, complex64 or "
-                f"complex128, received {dtype.name}: with an 8-bit mantissa "
+                f"complex128, received {dtype.name}: with a 10-bit (float16) or 7-bit (bfloat16) mantissa "
                 f"the transforms lose about 2-3 significant digits (sums of "
                 f"b³ terms); cast to float32 or pass "
                 f"`allow_low_precision=True` to compute in float32."
@@ -129,11 +129,8 @@ def weight_column(bandwidth: int, extra_axes: int) -> np.ndarray:
 def wigner_big_d(bandwidth: int, alpha, beta, gamma, use_custom_op):
     """Packed `D^l_{mn}(α, β, γ)`, complex128 `[P(b)]` (ZYZ, see `wigner`)."""
     angles = [
-        tf.cast(
-            tf.reshape(tf.convert_to_tensor(a, dtype_hint=tf.float64), []),
-            tf.float64,
-        )
-        for a in (alpha, beta, gamma)
+        _angle(name, value)
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma))
     ]
     if primitives.custom_op_blocker(use_custom_op) is None:
         small_d = wigner.wigner_d_matrix(bandwidth - 1, angles[1][None])
@@ -146,6 +143,25 @@ def wigner_big_d(bandwidth: int, alpha, beta, gamma, use_custom_op):
     # D_{mn} = exp(-i m α) d_{mn}(β) exp(-i n γ): [P]
     phase = -(m * angles[0] + n * angles[2])
     return tf.complex(small_d[0] * tf.cos(phase), small_d[0] * tf.sin(phase))
+
+
+def _angle(name, value):
+    """A rotation angle as a float64 scalar tensor, or a `ValueError`."""
+    try:
+        angle = tf.convert_to_tensor(value, dtype_hint=tf.float64)
+    except (TypeError, ValueError):
+        angle = None
+    if (
+        angle is None
+        or not (angle.dtype.is_floating or angle.dtype.is_integer)
+        or angle.shape.rank not in (None, 0)
+    ):
+        raise ValueError(
+            f"`{name}` must be a real scalar angle in radians (a Python "
+            f"number or a 0-D float tensor), received {value!r}; rotate "
+            "one batch at a time, or call once per rotation."
+        )
+    return tf.cast(angle, tf.float64)
 
 
 def _packed_orders(bandwidth: int):

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on the TF build.
     _save_context = None
 
 _TABLE_DTYPES = {tf.complex64: tf.float32, tf.complex128: tf.float64}
-_settings = {"use_custom_op": None}
+_settings = _loader.default_use_custom_op  # {"value": None|True|False}
 
 
 def set_use_custom_op(value) -> None:
@@ -68,12 +68,12 @@ def set_use_custom_op(value) -> None:
       >>> set_use_custom_op(False)
       >>> set_use_custom_op(None)
     """
-    _settings["use_custom_op"] = _check_use_custom_op(value)
+    _settings["value"] = _check_use_custom_op(value)
 
 
 def get_use_custom_op():
     """Returns the default set by `set_use_custom_op` (initially `None`)."""
-    return _settings["use_custom_op"]
+    return _settings["value"]
 
 
 def _check_use_custom_op(value):
@@ -104,7 +104,7 @@ def custom_op_blocker(use_custom_op):
     Shared with the transforms (they also choose `wigner_d_matrix`'s path).
     """
     if use_custom_op is None:
-        use_custom_op = _settings["use_custom_op"]
+        use_custom_op = _settings["value"]
     if _check_use_custom_op(use_custom_op) is False:
         return "use_custom_op=False"
     if wigner._in_xla_context():  # pylint: disable=protected-access
@@ -122,13 +122,13 @@ def _select(name: str, use_custom_op):
     """The kernel to run for `name`, or `None` for the pure twin."""
     explicit = use_custom_op
     if explicit is None:
-        explicit = _settings["use_custom_op"]
+        explicit = _settings["value"]
     blocker = custom_op_blocker(use_custom_op)
     kernel = None
     if blocker is None:
         # The wrapper must exist and the loaded library must hold its op.
         kernel = _kernel(name)
-        if not hasattr(_loader.load_library(), f"tfcv_{name}"):
+        if _loader.library_op(f"tfcv_{name}") is None:
             kernel = None
         if kernel is None:
             blocker = f"the custom-op library provides no `tfcv_{name}` op"

@@ -191,7 +191,9 @@ def wigner_d_matrix(l_max: int, beta, use_custom_op=None) -> tf.Tensor:
     """
     l_max = _check_degree("l_max", l_max)
     beta = _convert_beta(beta)
-    if use_custom_op not in (None, True, False):
+    if use_custom_op is None:
+        use_custom_op = _loader.default_use_custom_op["value"]
+    if use_custom_op is not None and not isinstance(use_custom_op, bool):
         raise ValueError(
             f"`use_custom_op` must be None, True or False, received "
             f"{use_custom_op!r}; pass None to use the custom op when "
@@ -210,8 +212,8 @@ def wigner_d_matrix(l_max: int, beta, use_custom_op=None) -> tf.Tensor:
             )
         return wigner_d_matrix_reference(l_max, beta)
 
-    library = _loader.load_library()
-    if library is None:
+    op = _loader.library_op("tfcv_wigner_d_matrix")
+    if op is None:
         if use_custom_op:
             raise ValueError(
                 f"`use_custom_op=True` was passed but the custom-op library "
@@ -220,7 +222,7 @@ def wigner_d_matrix(l_max: int, beta, use_custom_op=None) -> tf.Tensor:
                 f"pass `use_custom_op=None` to fall back to the pure twin."
             )
         return wigner_d_matrix_reference(l_max, beta)
-    return library.tfcv_wigner_d_matrix(beta=beta, l_max=l_max)
+    return op(beta=beta, l_max=l_max)
 
 
 @tf.RegisterGradient("TfcvWignerDMatrix")
