@@ -365,8 +365,18 @@ def test_sigterm_to_one_worker_stops_every_worker_at_one_saved_step(
             "TF_CONFIG names a cluster of 2 tasks but --strategy=mirrored",
         ),
         (None, ["--virtual_cpus=10000000"], "--virtual_cpus must be at most"),
+        (
+            _tf_config(["localhost:2222", "127.0.0.1:2222"], 1),
+            ["--strategy=multi_worker"],
+            "are the same endpoint",
+        ),
     ],
-    ids=["port_out_of_range", "tf_config_without_multi_worker", "cpus"],
+    ids=[
+        "port_out_of_range",
+        "tf_config_without_multi_worker",
+        "cpus",
+        "one_endpoint_two_names",
+    ],
 )
 def test_cluster_misconfigurations_are_one_line_errors(
     tmp_path, tf_config, flags, message

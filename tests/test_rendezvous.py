@@ -6,6 +6,7 @@ Every task runs `rendezvous` in a thread of this process, on free ports of
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -153,3 +154,102 @@ def test_a_taken_port_is_a_one_line_error():
             rendezvous(_config(addresses, 1), {}, 1)
     finally:
         holder.close()
+
+
+def test_a_silent_program_on_the_leader_port_is_not_a_leader(monkeypatch):
+    monkeypatch.setattr(rendezvous_module, "_ACK_SECONDS", 0.3)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # Accepts (the kernel does) and never answers.
+    addresses = [
+        f"127.0.0.1:{silent.getsockname()[1]}",
+        f"127.0.0.1:{_free_port()}",
+    ]
+    try:
+        with pytest.raises(ClusterJoinError) as raised:
+            rendezvous(_config(addresses, 1), {}, 1.5)
+    finally:
+        silent.close()
+
+    assert "not a tfcv worker" in str(raised.value)
+
+
+def test_followers_learn_that_the_leader_gave_up():
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+    outcomes = [None, None]
+
+    def leader():  # Worker 2 never comes: the leader times out.
+        try:
+            rendezvous(_config(addresses, 0), {}, 1.0)
+        except ClusterJoinError as error:
+            outcomes[0] = error
+
+    def follower():
+        try:
+            rendezvous(_config(addresses, 1), {}, 30.0)
+        except ClusterJoinError as error:
+            outcomes[1] = error
+
+    threads = [
+        threading.Thread(target=leader),
+        threading.Thread(target=follower),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(40)
+
+    assert outcomes[0].exit_code == 1
+    assert outcomes[1].exit_code == 1
+    assert "the leader gave up" in str(outcomes[1])
+    assert time.monotonic() - started < 10  # Not the follower's 30 s.
+
+
+def test_a_task_with_another_cluster_is_refused():
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+    outcomes = [None, None]
+
+    def task(index, cluster):
+        try:
+            rendezvous(_config(cluster, index), {}, 10.0)
+            outcomes[index] = "go"
+        except (ValueError, ClusterJoinError) as error:
+            outcomes[index] = error
+
+    threads = [
+        threading.Thread(target=task, args=(0, addresses[:2])),
+        threading.Thread(target=task, args=(1, addresses)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert "has another TF_CONFIG cluster" in str(outcomes[0])
+    assert "the leader refused this task" in str(outcomes[1])
+
+
+def test_a_program_connecting_again_and_again_cannot_stall_the_timeout():
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    port = int(addresses[0].rpartition(":")[2])
+    done = threading.Event()
+
+    def chatter():
+        while not done.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    time.sleep(0.5)  # Connected, silent.
+            except OSError:
+                time.sleep(0.05)
+
+    client = threading.Thread(target=chatter, daemon=True)
+    client.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterJoinError):
+            rendezvous(_config(addresses, 0), {}, 1.0)
+    finally:
+        done.set()
+
+    assert time.monotonic() - started < 4

@@ -22,7 +22,7 @@ def define_flags(flag_values):
     flags.DEFINE_string(
         "model_dir",
         None,
-        "Training run to judge " "(required).",
+        "Training run to judge (required).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(

@@ -22,19 +22,19 @@ def define_flags(flag_values):
     flags.DEFINE_string(
         "model_dir",
         None,
-        "Training run to export " "(required).",
+        "Training run to export (required).",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
         "export_dir",
         None,
-        "Parent folder of the numbered " "versions (required).",
+        "Parent folder of the numbered versions (required).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
         "version",
         None,
-        "Version number (default: next " "free).",
+        "Version number (default: next free).",
         flag_values=flag_values,
     )
 

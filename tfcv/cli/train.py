@@ -115,14 +115,17 @@ def define_flags(flag_values):
         "strategy",
         "mirrored",
         list(STRATEGIES),
-        "tf.distribute strategy.",
+        "tf.distribute strategy: default (none), one_device, mirrored (all "
+        "local GPUs, or --virtual_cpus logical CPUs), multi_worker (the "
+        "cluster in the TF_CONFIG environment variable; see the README's "
+        "Distribution section), tpu (needs --tpu).",
         flag_values=flag_values,
     )
     integer(
         "virtual_cpus",
         2,
         "Logical CPU devices for --strategy=mirrored "
-        "on a machine without GPUs.",
+        "on a machine without GPUs (1 to 64).",
     )
     string("tpu", "", "TPU name or grpc:// address for --strategy=tpu.")
     real(

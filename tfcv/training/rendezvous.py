@@ -28,6 +28,9 @@ from absl import logging
 POLL_SECONDS = 0.2
 # Longest line a task sends (its flags as JSON).
 _MAX_LINE = 1 << 16
+# Seconds a follower waits for the leader to acknowledge its hello; a
+# program that accepts connections but says nothing is not a tfcv leader.
+_ACK_SECONDS = 5.0
 
 
 class ClusterJoinError(RuntimeError):
@@ -72,6 +75,7 @@ def rendezvous(config, run_flags, timeout, stop=None):
         or claims a task name that another process already holds.
       ClusterJoinError: on timeout (exit status 1) or SIGTERM (143).
     """
+    run_flags = json.loads(json.dumps(run_flags))  # As the peers see them.
     task = config["task"]
     me = f"{task['type']}:{task.get('index', 0)}"
     names = task_names(config)
@@ -136,20 +140,21 @@ def _lead(config, names, run_flags, clock):
     server = _bind(address_of(config, names[0]), listen=True)
     server.setblocking(False)
     joined = {}  # task name -> connection
+    expected = {"flags": run_flags, "cluster": config["cluster"]}
+    outcome = {"error": "the leader stopped before the run began"}
     try:
         while len(joined) < len(names) - 1:
+            missing = [n for n in names[1:] if n not in joined]
+            clock.check(
+                f"{len(missing)} task(s) of TF_CONFIG did not start "
+                f"(first: {missing[0]} at {address_of(config, missing[0])})"
+            )
             try:
                 connection, _ = server.accept()
             except BlockingIOError:
-                missing = [n for n in names[1:] if n not in joined]
-                clock.check(
-                    f"{len(missing)} task(s) of TF_CONFIG did not start "
-                    f"(first: {missing[0]} at "
-                    f"{address_of(config, missing[0])})"
-                )
                 time.sleep(POLL_SECONDS)
                 continue
-            hello = _read_line(connection, timeout=5.0)
+            hello = _read_line(connection, timeout=1.0)
             name = hello.get("task") if isinstance(hello, dict) else None
             if name not in names[1:]:
                 connection.close()  # Not one of our tasks.
@@ -157,20 +162,26 @@ def _lead(config, names, run_flags, clock):
             problem = None
             if name in joined:
                 problem = f"two processes claim to be task {name}"
-            elif hello.get("flags") != run_flags:
-                problem = _flag_difference(name, hello.get("flags"), run_flags)
+            else:
+                problem = _difference(name, hello, expected)
             if problem:
                 _send(connection, {"error": problem})
                 connection.close()
+                outcome = {"error": problem}
                 raise ValueError(problem + "; start every task alike.")
+            _send(connection, {"joined": len(joined) + 1})
             joined[name] = connection
             if len(joined) == len(names) - 1:
                 # A task that gave up meanwhile must not be told to go.
                 joined = {n: c for n, c in joined.items() if _alive(c)}
-        for connection in joined.values():
-            _send(connection, {"go": True})
+        outcome = {"go": True}
+    except ClusterJoinError as error:
+        outcome = {"error": f"the leader gave up: {error}"}
+        raise
     finally:
+        # Tell the tasks that joined how it ended, so they need not wait.
         for connection in joined.values():
+            _send(connection, outcome)
             connection.close()
         server.close()
 
@@ -191,39 +202,63 @@ def _follow(config, me, leader, run_flags, clock):
             time.sleep(POLL_SECONDS)
             continue
         with connection:
-            _send(connection, {"task": me, "flags": run_flags})
-            if note.startswith("no tfcv"):
-                note = "it answered but still waits for other tasks"
-            reply = _wait_for_reply(
-                connection,
+            hello = {"task": me, "flags": run_flags}
+            _send(connection, dict(hello, cluster=config["cluster"]))
+            # A tfcv leader acknowledges at once; then it says go or why not.
+            lines = _Lines(connection)
+            reply = lines.next(
                 clock,
                 f"the leader {leader} at {address} did not start the run "
                 f"({note})",
+                patience=_ACK_SECONDS,
             )
+            if isinstance(reply, dict) and "joined" in reply:
+                note = "it answered but other tasks never reached it"
+                reply = lines.next(
+                    clock,
+                    f"the leader {leader} at {address} did not start the "
+                    f"run ({note})",
+                )
         if isinstance(reply, dict) and reply.get("go"):
             return
         if isinstance(reply, dict) and "error" in reply:
-            raise ValueError(f"the leader refused this task: {reply['error']}.")
+            message = reply["error"]
+            if message.startswith("the leader"):
+                raise ClusterJoinError(f"{message}.", exit_code=1)
+            raise ValueError(f"the leader refused this task: {message}.")
         note = "the process there is not a tfcv worker of this run"
         time.sleep(POLL_SECONDS)
 
 
-def _wait_for_reply(connection, clock, missing):
-    """The leader's answer, or None if the connection ended without one."""
-    connection.settimeout(POLL_SECONDS)
-    data = b""
-    while b"\n" not in data and len(data) < _MAX_LINE:
-        clock.check(missing)
-        try:
-            chunk = connection.recv(4096)
-        except socket.timeout:
-            continue
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        data += chunk
-    return _parse(data)
+class _Lines:
+    """Reads a connection line by line (two lines may come in one read)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.buffer = b""
+        connection.settimeout(POLL_SECONDS)
+
+    def next(self, clock, missing, patience=None):
+        """The next JSON line, or None if the connection ended or was
+        silent for `patience` seconds."""
+        started = time.monotonic()
+        while b"\n" not in self.buffer:
+            clock.check(missing)
+            if patience is not None and time.monotonic() - started > patience:
+                return None
+            if len(self.buffer) > _MAX_LINE:
+                return None
+            try:
+                chunk = self.connection.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return _parse(line)
 
 
 def _alive(connection):
@@ -265,6 +300,18 @@ def _send(connection, message):
         connection.sendall(json.dumps(message).encode() + b"\n")
     except OSError:
         pass  # The peer went away; it will retry or give up on its own.
+
+
+def _difference(name, hello, expected):
+    """Why task `name`'s hello does not match this run, or None."""
+    if hello.get("cluster") != expected["cluster"]:
+        return (
+            f"task {name} has another TF_CONFIG cluster "
+            f"({hello.get('cluster')!r}; leader: {expected['cluster']!r})"
+        )
+    if hello.get("flags") != expected["flags"]:
+        return _flag_difference(name, hello.get("flags"), expected["flags"])
+    return None
 
 
 def _flag_difference(name, theirs, ours):

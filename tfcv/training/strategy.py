@@ -13,6 +13,7 @@ devices so that cross-replica code really runs with several replicas),
 
 import json
 import os
+import socket
 
 import tensorflow as tf
 from absl import logging
@@ -94,6 +95,7 @@ def check_tf_config(raw):
             f"TF_CONFIG lists the address {repeated[0]} for more than one "
             "task; every task needs its own host:port."
         )
+    _check_distinct_endpoints(addresses)
     task = config.get("task")
     if not isinstance(task, dict) or "type" not in task:
         raise ValueError(
@@ -116,6 +118,27 @@ def check_tf_config(raw):
             f"{len(cluster[job]) - 1})."
         )
     return config
+
+
+def _check_distinct_endpoints(addresses):
+    """Refuses two addresses that name one endpoint (localhost:P and
+    127.0.0.1:P). Names this machine cannot resolve are left to the
+    rendezvous."""
+    seen = {}
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), int(port))
+        except (OSError, UnicodeError):
+            continue
+        for endpoint in {info[4][:2] for info in infos}:
+            if endpoint in seen and seen[endpoint] != address:
+                raise ValueError(
+                    f"TF_CONFIG addresses {seen[endpoint]} and {address} "
+                    f"are the same endpoint ({endpoint[0]}:{endpoint[1]}); "
+                    "every task needs its own host:port."
+                )
+            seen[endpoint] = address
 
 
 def make_strategy(
