@@ -224,7 +224,7 @@ def _follow(config, me, leader, run_flags, clock):
         if isinstance(reply, dict) and "error" in reply:
             message = reply["error"]
             if message.startswith("the leader"):
-                raise ClusterJoinError(f"{message}.", exit_code=1)
+                raise ClusterJoinError(message.rstrip(".") + ".", exit_code=1)
             raise ValueError(f"the leader refused this task: {message}.")
         note = "the process there is not a tfcv worker of this run"
         time.sleep(POLL_SECONDS)
