@@ -292,7 +292,7 @@ class GANTrainer:
         self.is_chief = is_chief
         self.interrupted = False
         self.stopped_by_peer = False  # Another worker got the SIGTERM.
-        self._restored = None  # The step restore() returned, once called.
+        self._restored = None  # The step restore() found, once it ran.
         self.num_classes = num_classes = DATASETS[config.dataset][1]
 
         tf_keras.utils.set_random_seed(config.seed)
@@ -614,7 +614,11 @@ class GANTrainer:
           The last losses as a dict of floats.
         """
         step = (
-            self._restored if self._restored is not None else (self.restore())
+            # Restored once already (by the caller, or an earlier train()):
+            # go on from the current step, without a second warning.
+            int(self.step.numpy())
+            if self._restored is not None
+            else self.restore()
         )
         writer = (
             tf.summary.create_file_writer(
