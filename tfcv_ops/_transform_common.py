@@ -29,8 +29,8 @@ def to_complex(x, name: str, allow_low_precision: bool):
         if not allow_low_precision:
             raise ValueError(
                 f"`{name}` must be float32, float64, complex64 or "
-                f"complex128, received {dtype.name}: with a 10-bit (float16) or 7-bit (bfloat16) mantissa "
-                f"the transforms lose about 2-3 significant digits (sums of "
+                f"complex128, received {dtype.name}: with a 10-bit (float16) "
+                f"or 7-bit (bfloat16) mantissa the transforms lose about 2-3 significant digits (sums of "
                 f"b³ terms); cast to float32 or pass "
                 f"`allow_low_precision=True` to compute in float32."
             )

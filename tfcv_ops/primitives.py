@@ -88,7 +88,8 @@ def _check_use_custom_op(value):
 def _kernel(name: str):
     """The C++ kernel wrapper `name`, or `None` when there is none."""
     try:
-        from tfcv_ops import spherical_kernels  # pylint: disable=import-outside-toplevel
+        # Imported late: it registers gradients and needs the library.
+        from tfcv_ops import spherical_kernels  # noqa: PLC0415
     except ImportError:
         return None
     return getattr(spherical_kernels, name, None)

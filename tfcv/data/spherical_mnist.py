@@ -489,8 +489,8 @@ def load_spherical_digits(
 
     Raises:
       ValueError: for a bad `bandwidth`, `seed` or `test_fraction`,
-        `test_fraction` given with `source`, a `source` that is not a folder, or a missing or
-        corrupt IDX file (see `read_mnist_idx`).
+        `test_fraction` given with `source`, a `source` that is not a
+        folder, or a missing or corrupt IDX file (see `read_mnist_idx`).
 
     Example:
       >>> x_train, y_train, x_test, y_test = load_spherical_digits(8)

@@ -7,7 +7,8 @@ Szegedy (2015), "Batch Normalization", arXiv:1502.03167, Algorithm 1.
 The moments of channel `c` are averages over the batch and over SO(3)
 with the normalised Haar measure (quadrature weights `q_j = w_j/(2b)²`):
 
-    μ_c = (1/B) Σ_i Σ_grid q f_{i,c},   σ²_c = (1/B) Σ_i Σ_grid q (f_{i,c} - μ_c)²
+    μ_c = (1/B) Σ_i Σ_grid q f_{i,c},
+    σ²_c = (1/B) Σ_i Σ_grid q (f_{i,c} - μ_c)²
 
 so they do not change when a map is rotated (exact for band-limited maps;
 a plain average over the grid would over-weight the poles, where the

@@ -4,7 +4,8 @@ Spherical CNNs (Cohen, Geiger, Köhler & Welling, 2018, "Spherical CNNs",
 arXiv:1801.10130), §5.2 ("integrate" before the dense layer) and
 Appendix A (normalised Haar measure `dR = dα/2π · sin β dβ/2 · dγ/2π`):
 
-    output[c] = ∫_{SO(3)} f_c(R) dR ≈ Σ_{j,k1,k2} w_j / (2b)² f_c(β_j, α_k1, γ_k2)
+    output[c] = ∫_{SO(3)} f_c(R) dR
+              ≈ Σ_{j,k1,k2} w_j / (2b)² f_c(β_j, α_k1, γ_k2)
 
 with the SOFT quadrature weights `w_j` (`tfcv_ops.quadrature_weights`),
 exact for band-limited maps (it is `f̂^0_{00}`), hence invariant under
