@@ -39,6 +39,8 @@ INSTALL_REQUIRES = [
     "scikit-learn",
     "pillow",
     "tensorboard",  # tf.summary needs it; TF 2.21 no longer pulls it in.
+    "trimesh",  # Spherical CNNs §5.3: meshes to spherical signals.
+    "rtree",  # trimesh's ray casting needs its triangle tree.
 ]
 
 

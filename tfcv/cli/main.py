@@ -28,6 +28,10 @@ GROUPS = {
         "convolution stacks (Spherical CNNs §5.1, Fig. 3).",
         "mnist": "Spherical MNIST: planar vs spherical CNN, NR/R "
         "regimes (Spherical CNNs §5.2, Table 1).",
+        "shapes": "3D shapes: meshes ray-cast onto the sphere, rotation-"
+        "invariant classification (Spherical CNNs §5.3).",
+        "molecules": "QM7 atomization energies: per-atom potential spheres, "
+        "S²/SO(3) ResNet + DeepSets (Spherical CNNs §5.4, Table 3).",
     },
 }
 COMMANDS["spherical"] = "Spherical CNNs: `tfcv spherical <name>` (see --help)."
