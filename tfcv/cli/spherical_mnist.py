@@ -20,7 +20,6 @@ Example:
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -28,6 +27,8 @@ from absl import flags
 from absl import logging
 
 from tfcv.cli.common import check_writable_directory
+from tfcv.cli.common import parse_list
+from tfcv.cli.common import write_atomically
 from tfcv.cli.main import UsageError
 from tfcv.spherical import mnist
 from tfcv.training.strategy import STRATEGIES
@@ -109,25 +110,6 @@ def define_flags(flag_values):
     integer("seed", DEFAULTS.seed, "Seed of initialization and rotations.")
 
 
-def _parse_list(flag_values, name, allowed):
-    """The comma-separated values of --name, checked against `allowed`."""
-    raw = flag_values[name].value or ""
-    values = [value.strip() for value in raw.split(",") if value.strip()]
-    if not values:
-        raise UsageError(
-            f"--{name} is empty; give one or more of {', '.join(allowed)}."
-        )
-    for value in values:
-        if value not in allowed:
-            raise UsageError(
-                f"unknown value {value!r} in --{name}={raw}; expected "
-                f"comma-separated values among {', '.join(allowed)}."
-            )
-    if len(set(values)) != len(values):
-        raise UsageError(f"--{name}={raw} names a value twice.")
-    return values
-
-
 def validate(flag_values):
     if not flag_values.output_dir:
         raise UsageError("--output_dir is required.")
@@ -149,8 +131,8 @@ def validate(flag_values):
             f"--bandwidth must be in 2..64, got {bandwidth} (the paper "
             "uses 30; try 10 for a quick run)."
         )
-    models = _parse_list(flag_values, "models", mnist.MODEL_NAMES)
-    _parse_list(flag_values, "regimes", mnist.REGIMES)
+    models = parse_list(flag_values, "models", mnist.MODEL_NAMES)
+    parse_list(flag_values, "regimes", mnist.REGIMES)
     if "planar" in models and bandwidth < mnist.PLANAR_MIN_BANDWIDTH:
         raise UsageError(
             f"--bandwidth={bandwidth} is too small for the planar CNN (two "
@@ -172,20 +154,6 @@ def validate(flag_values):
             "the MNIST IDX files, or leave it out for the digits."
         )
     check_writable_directory(flag_values.output_dir, "output_dir")
-
-
-def _write_atomically(path, data: bytes):
-    """Writes `data` to `path` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def examples_png(bandwidth: int, seed: int, source=None) -> bytes:
@@ -223,8 +191,8 @@ def main(flag_values):
     from tfcv.training.strategy import make_strategy
 
     started = time.time()
-    models = _parse_list(flag_values, "models", mnist.MODEL_NAMES)
-    regimes = _parse_list(flag_values, "regimes", mnist.REGIMES)
+    models = parse_list(flag_values, "models", mnist.MODEL_NAMES)
+    regimes = parse_list(flag_values, "regimes", mnist.REGIMES)
     config = mnist.config_for_bandwidth(
         flag_values.bandwidth,
         epochs=flag_values.epochs,
@@ -288,12 +256,12 @@ def main(flag_values):
         f"replica(s); run time {seconds:.0f} s.\n"
     )
     png = examples_png(config.bandwidth, config.seed, flag_values.source)
-    _write_atomically(
+    write_atomically(
         os.path.join(output_dir, "results.json"),
         (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
     )
-    _write_atomically(os.path.join(output_dir, "table1.md"), markdown.encode())
-    _write_atomically(os.path.join(output_dir, "examples.png"), png)
+    write_atomically(os.path.join(output_dir, "table1.md"), markdown.encode())
+    write_atomically(os.path.join(output_dir, "examples.png"), png)
     print(table, end="")
     print(f"run time {seconds:.0f} s; wrote {output_dir}")
     return 0
