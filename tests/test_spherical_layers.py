@@ -112,7 +112,9 @@ def test_s2_convolution_matches_point_sum(bandwidth_out):
     angles = _euler(rotations @ point_rotations)  # R x_p: [.., N]
     spectrum = tfcv_ops.s2_fft(signal[0], bandwidth_out).numpy()
     values = [_so3_evaluate(_s2_as_so3(s), *angles) for s in spectrum]
-    expected = np.einsum("c...p,cop->...o", values, layer.kernel.numpy())
+    expected = np.einsum(
+        "c...p,cop->...o", values, layer.kernel.numpy() * layer.kernel_scale
+    )
     np.testing.assert_allclose(outputs, expected, atol=1e-9)
 
 
@@ -134,7 +136,9 @@ def test_so3_convolution_matches_right_composition(bandwidth_out):
     ):
         angles = _euler(matrices)
         values = [_so3_evaluate(s, *angles) for s in spectrum]
-        expected = np.einsum("c...p,cop->...o", values, layer.kernel.numpy())
+        expected = np.einsum(
+            "c...p,cop->...o", values, layer.kernel.numpy() * layer.kernel_scale
+        )
         error = np.abs(outputs - expected).max()
         assert (error < 1e-9) == close, (order, error)
 

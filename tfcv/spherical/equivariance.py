@@ -43,8 +43,6 @@ import tf_keras
 import tfcv_ops
 from tfcv.layers.spherical import S2Convolution
 from tfcv.layers.spherical import SO3Convolution
-from tfcv.layers.spherical import s2_near_identity_grid
-from tfcv.layers.spherical import so3_near_identity_grid
 
 # Channels of the paper's inputs and feature maps (K = 10, §5.1).
 DEFAULT_CHANNELS = 10
@@ -170,14 +168,10 @@ def make_stack(
     dtype = _check_dtype(dtype)
     stack = []
     for index in range(num_layers):
-        if index == 0:
-            layer_type, points = S2Convolution, len(s2_near_identity_grid())
-        else:
-            layer_type, points = SO3Convolution, len(so3_near_identity_grid())
-
-        # Every layer here takes `channels` input channels.
+        layer_type = S2Convolution if index == 0 else SO3Convolution
+        # The layers scale the unit-variance kernel by 1/sqrt(C N).
         initializer = tf_keras.initializers.RandomNormal(
-            stddev=1.0 / math.sqrt(channels * points), seed=seed + index
+            stddev=1.0, seed=seed + index
         )
         layer = layer_type(
             channels,

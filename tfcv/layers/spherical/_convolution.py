@@ -41,7 +41,7 @@ class SphericalConvolutionBase(tf_keras.layers.Layer):
         check_positive_integer(filters, "filters")
         self.filters = int(filters)
         self.bandwidth_in, self.bandwidth_out = _common.check_bandwidths(
-            bandwidth_in, bandwidth_out
+            bandwidth_in, bandwidth_out, self.grid_rank
         )
         if kernel_grid is None:
             kernel_grid = self.default_grid()
@@ -63,10 +63,13 @@ class SphericalConvolutionBase(tf_keras.layers.Layer):
             self, input_shape, self.grid_rank, self.bandwidth_in
         )
         points = len(self._grid)
+        # The filter is `kernel_scale * kernel` with a unit-variance
+        # kernel (module docstring): Adam's steps are then relative to
+        # the filter's size whatever C and N are.
+        self.kernel_scale = _common.default_stddev(self.channels, points)
         initializer = self.kernel_initializer
         if initializer is None:
-            stddev = _common.default_stddev(self.channels, points)
-            initializer = tf_keras.initializers.RandomNormal(stddev=stddev)
+            initializer = tf_keras.initializers.RandomNormal(stddev=1.0)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(self.channels, self.filters, points),
@@ -98,7 +101,7 @@ class SphericalConvolutionBase(tf_keras.layers.Layer):
         spectrum = self.forward(x, self.bandwidth_out)
 
         # Filter spectrum ψ̂ = Σ_p w_p conj(D(R_p)): [C, O, N] -> [C, O, S].
-        kernel = tf.cast(self.kernel, dtype)
+        kernel = tf.cast(self.kernel, dtype) * self.kernel_scale
         real, imag = (tf.constant(part, dtype) for part in self._table)
         filters = _common.kernel_spectrum(kernel, real, imag)
 

@@ -19,7 +19,12 @@ it when the input is band-limited and `bandwidth_out == bandwidth_in`).
 Initialization: for independent `w ~ N(0, σ²)`,
 `E_w[output²] = σ² Σ_c Σ_p f_c(R x_p)²`, so `σ = 1/sqrt(C N)` gives unit
 output variance for unit-variance inputs whatever their correlations
-(measured through three layers in tests/test_spherical_layers.py).
+(measured through three layers in tests/test_spherical_layers.py). The
+layer stores `v = w sqrt(C N)`, initialized `N(0, 1)`, and multiplies by
+the constant `1/sqrt(C N)` in the call, as the authors' code does with
+its own constant: an optimizer's steps (Adam's are about the step size
+per weight) are then relative to the filter's scale for every `C` and
+`N`, instead of moving filters of size ~0.03 by 0.01 a step.
 
 Shape letters: `B` batch, `C` input channels, `2b` grid side (`b_in` in,
 `b_out` out), `N` kernel grid points.
@@ -27,7 +32,8 @@ Shape letters: `B` batch, `C` input channels, `2b` grid side (`b_in` in,
 Deviations from the paper:
   - The authors' code sums the filter's point values without the
     normalised measure; ours are point masses of the normalised measure,
-    the same up to the scale of `w`. The initial scale is our derivation.
+    the same up to the scale of `w`. The initial scale (and so the
+    constant factor) is our derivation.
   - Inputs under float16/bfloat16 policies are transformed in float32
     (the FFTs lose 2-3 digits in 8-bit mantissas).
 """
@@ -46,13 +52,16 @@ class S2Convolution(SphericalConvolutionBase):
 
     Args:
       filters: number of output channels `O`, `int >= 1`.
-      bandwidth_in: input bandwidth `b_in` (grid side `2 b_in`), `1..64`.
-      bandwidth_out: output bandwidth `b_out`, `1 <= b_out <= b_in`.
+      bandwidth_in: input bandwidth `b_in` (grid side `2 b_in`), `1..256`
+        (`S2_MAX_GRID_BANDWIDTH`); only degrees `l < b_out` are used.
+      bandwidth_out: output bandwidth `b_out`, `1 <= b_out <= min(b_in,
+        64)` (64 = `SO3_MAX_BANDWIDTH`).
       kernel_grid: `[N, 2]` points (β, α) in radians, or `None` (default)
         for `s2_near_identity_grid()` (24 points within π/8 of the pole).
       use_bias: `bool`, add a bias per output channel (default True).
-      kernel_initializer: initializer of `w [C, O, N]`, or `None` (default)
-        for `N(0, 1/(C N))` (unit output variance).
+      kernel_initializer: initializer of the stored kernel `v [C, O, N]`
+        (the filter weights are `w = v / sqrt(C N)`), or `None` (default)
+        for `N(0, 1)` (unit output variance).
       **kwargs: `tf_keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -17,7 +17,8 @@ with `R_p` composed on the right (the filter is moved by `R` from the
 left, Eq. 5), and `f` the input restricted to degrees `l < bandwidth_out`.
 
 Initialization: `w ~ N(0, 1/(C N))` gives unit output variance for
-unit-variance inputs (`E_w[output²] = σ² Σ_c Σ_p f_c(R R_p)²`).
+unit-variance inputs (`E_w[output²] = σ² Σ_c Σ_p f_c(R R_p)²`), stored as
+`v = w sqrt(C N) ~ N(0, 1)` times a constant, as in `S2Convolution`.
 
 Shape letters: `B` batch, `C` input channels, `2b` grid side, `N` kernel
 grid rotations.
@@ -47,8 +48,9 @@ class SO3Convolution(SphericalConvolutionBase):
         (default) for `so3_near_identity_grid()` (72 rotations). Points at
         β = 0 must have α = γ = 0 (gimbal lock, see `ValueError`).
       use_bias: `bool`, add a bias per output channel (default True).
-      kernel_initializer: initializer of `w [C, O, N]`, or `None` (default)
-        for `N(0, 1/(C N))` (unit output variance).
+      kernel_initializer: initializer of the stored kernel `v [C, O, N]`
+        (the filter weights are `w = v / sqrt(C N)`), or `None` (default)
+        for `N(0, 1)` (unit output variance).
       **kwargs: `tf_keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
