@@ -13,6 +13,11 @@ writes to --output_dir:
 
 NR/NR and NR/R share one trained model (as in the paper).
 
+Measured with the defaults (digits, b = 30, 15 epochs, mirrored over 2
+virtual CPUs on a shared 2-core CPU, 432 s): planar 0.972 / 0.145 / 0.095
+and spherical 0.964 / 0.953 / 0.955 (NR/NR, R/R, NR/R); the paper's MNIST
+values are 0.98 / 0.23 / 0.11 and 0.96 / 0.95 / 0.94.
+
 Example:
   tfcv spherical mnist --output_dir=runs/table1
   tfcv spherical mnist --output_dir=/tmp/quick --bandwidth=10 --epochs=2

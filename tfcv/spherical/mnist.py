@@ -15,9 +15,10 @@ Models (the paper's sizes at `b = 30`):
   padding (60 → 19 → 5, so the dense layer sees 5·5·64 inputs); "same"
   padding would give 60 → 20 → 7 and 83,466 parameters, far from ≈ 68k.
 * `spherical_cnn`: S² conv (b 30 → 10, 20) - ReLU - SO(3) conv (b 10 → 6,
-  40) - ReLU - integrate over SO(3) - dense (10), with the 24-point S² and
-  72-point SO(3) near-identity kernel grids: 500 + 57,640 + 410 = 58,550
-  parameters (≈ 58k).
+  40) - ReLU - integrate over SO(3) - standardize - dense (10), with the
+  24-point S² and 72-point SO(3) near-identity kernel grids: 500 + 57,640
+  + 410 = 58,550 trainable parameters (≈ 58k), plus the 80 statistics of
+  the standardization.
 
 `train_and_evaluate` trains one model on NR or R training digits under a
 `tf.distribute` strategy (global batch, Adam, softmax cross-entropy) and
@@ -36,6 +37,15 @@ Deviations from the paper:
     `SphericalMnistConfig` (chosen by measuring on the digits).
   - For bandwidths other than 30 the inner bandwidths scale with it
     (`scaled_bandwidths`); the paper only uses 30, 10, 6.
+  - The integrated features are standardized (batch normalization
+    without scale or offset: no trainable parameters) before the dense
+    layer, with exact training-set statistics set after training
+    (`set_standardization_statistics`). The features vary little around
+    a large shared mean (measured at initialization: mean 0.037, spread
+    0.004 per feature, condition number ~1,200 of their covariance), so
+    without it the dense layer needs tens of thousands of steps (the
+    paper's MNIST budget) where the digits give a few hundred; measured
+    at 10 epochs: 0.20-0.59 accuracy without, 0.90 with.
 """
 
 import dataclasses
@@ -92,9 +102,8 @@ class SphericalMnistConfig:
       epochs: passes over the training set (ours).
       batch_size: global batch size, split over the replicas (ours).
       learning_rate: Adam's initial step size for the spherical model,
-        cosine-decayed to 0 over the run (ours; Adam's other values are
-        the Keras defaults; at 2e-2 it stayed at chance level, at 3e-3
-        it learns more slowly).
+        cosine-decayed to 0 over the run (ours, measured on the digits;
+        Adam's other values are the Keras defaults).
       planar_learning_rate: the same for the planar model (ours; at 1e-2
         its R training set can leave it dead at chance level).
       seed: seed of initialization, shuffling and rotations.
@@ -109,7 +118,7 @@ class SphericalMnistConfig:
     num_classes: int = 10
     epochs: int = 15
     batch_size: int = 32
-    learning_rate: float = 1e-2
+    learning_rate: float = 5e-3
     planar_learning_rate: float = 1e-3
     seed: int = 0
 
@@ -155,7 +164,7 @@ def planar_cnn(config: SphericalMnistConfig = SphericalMnistConfig()):
       ValueError: if `config.bandwidth < 9`.
 
     Example:
-      >>> planar_cnn().count_params()
+      >>> count_trainable(planar_cnn())
       68106
     """
     if config.bandwidth < PLANAR_MIN_BANDWIDTH:
@@ -194,7 +203,7 @@ def spherical_cnn(config: SphericalMnistConfig = SphericalMnistConfig()):
       invariant to rotations of band-limited inputs up to discretization.
 
     Example:
-      >>> spherical_cnn().count_params()
+      >>> count_trainable(spherical_cnn())
       58550
     """
     b_in, b_1, b_2 = config.spherical_bandwidths
@@ -210,6 +219,11 @@ def spherical_cnn(config: SphericalMnistConfig = SphericalMnistConfig()):
 
     # Haar integral over SO(3): [B, 2b_2, 2b_2, 2b_2, 40] -> [B, 40]
     x = SO3Integrate(name="integrate")(x)
+    # Standardized features (module docstring); epsilon far below the
+    # features' variance (~1e-5).
+    x = tf_keras.layers.BatchNormalization(
+        center=False, scale=False, epsilon=1e-8, name="standardize"
+    )(x)
     logits = tf_keras.layers.Dense(config.num_classes, name="logits")(x)
     return tf_keras.Model(inputs, logits, name="spherical_cnn")
 
@@ -217,10 +231,15 @@ def spherical_cnn(config: SphericalMnistConfig = SphericalMnistConfig()):
 MODEL_BUILDERS = {"planar": planar_cnn, "spherical": spherical_cnn}
 
 
+def count_trainable(model) -> int:
+    """The number of trainable parameters of `model`."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
 def parameter_counts(config: SphericalMnistConfig, model_names=MODEL_NAMES):
     """`{name: trainable parameter count}` of the named models."""
     return {
-        name: int(MODEL_BUILDERS[name](config).count_params())
+        name: count_trainable(MODEL_BUILDERS[name](config))
         for name in model_names
     }
 
@@ -319,12 +338,17 @@ def train_and_evaluate(
     bar = ProgressBar(total) if progress else None
     started = time.time()
     loss = float("nan")
-    for step, (images, labels) in enumerate(dataset, start=1):
+    # NOTE: exactly `total` steps; asking a distributed iterator for the
+    # end of its data sat idle for 30 s to minutes (TF 2.21, mirrored).
+    iterator = iter(dataset)
+    for step in range(1, total + 1):
+        images, labels = next(iterator)
         loss = float(train_step(images, labels))
         if bar is not None:
             bar.update(step, {"loss": loss}, force=step == total)
     if bar is not None:
         bar.close()
+    set_standardization_statistics(model, x_train)
     seconds = time.time() - started
 
     accuracy = {}
@@ -336,6 +360,36 @@ def train_and_evaluate(
         "train_seconds": seconds,
         "final_loss": loss,
     }
+
+
+def set_standardization_statistics(model, images, batch_size: int = 64):
+    """Sets the `standardize` layer's statistics to the exact ones.
+
+    The moving averages of batch normalization lag features that drift
+    while the convolutions train, and the integrated features vary little
+    around a large mean, so a small lag misclassifies many digits. After
+    training, the mean and variance of the features over all of `images`
+    replace them. Models without a `standardize` layer are left alone.
+    """
+    names = [layer.name for layer in model.layers]
+    if "standardize" not in names:
+        return
+    layer = model.get_layer("standardize")
+    features = tf_keras.Model(model.inputs, layer.input)
+    signature = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
+    compute = tf.function(
+        lambda batch: features(batch, training=False),
+        input_signature=[signature],
+    )
+    # [N, 2b, 2b, 1] -> [N, F] in float64
+    values = np.concatenate(
+        [
+            compute(tf.constant(images[start : start + batch_size])).numpy()
+            for start in range(0, len(images), batch_size)
+        ]
+    ).astype(np.float64)
+    layer.moving_mean.assign(values.mean(0).astype(np.float32))
+    layer.moving_variance.assign(values.var(0).astype(np.float32))
 
 
 def _check_batch_size(batch_size: int, replicas: int, examples: int):
