@@ -23,7 +23,9 @@ def test_bad_bandwidth_raises(b):
 
 def test_bandwidth_above_maximum_names_the_reason():
     with pytest.raises(ValueError, match="at most 64.*358 MB.*b <= 168"):
-        tfcv_ops.s2_grid(65)
+        tfcv_ops.so3_grid(65)
+    with pytest.raises(ValueError, match="at most 256.*512 × 512 grid"):
+        tfcv_ops.s2_grid(257)
 
 
 def test_layout_indices_and_blocks():
@@ -54,6 +56,12 @@ def test_table_errors():
         tables.so3_table(4, 5)
     with pytest.raises(ValueError, match="`dtype` must be float32 or"):
         tables.s2_table(4, 4, tf.float16)
+    with pytest.raises(ValueError, match="`b_grid` must be at most 256"):
+        tables.s2_table(257, 8)
+    with pytest.raises(ValueError, match="`b_spec` must be at most 64"):
+        tables.s2_table(128, 65)
+    with pytest.raises(ValueError, match="`b_grid` must be at most 64"):
+        tables.so3_table(65, 8)
 
 
 def test_disk_cache_writes_reuses_and_repairs(tmp_path, monkeypatch):
@@ -158,7 +166,31 @@ def test_mm_errors():
         (lambda: tfcv_ops.so3_fft(np.zeros([2, 7, 7, 7])), "equal, even"),
         (lambda: tfcv_ops.so3_fft(np.zeros([8, 8, 6])), "equal, even"),
         (lambda: tfcv_ops.s2_fft(np.zeros([8])), "end in 2 equal"),
-        (lambda: tfcv_ops.s2_fft(np.zeros([130, 130])), "at most 64"),
+        (
+            lambda: tfcv_ops.s2_fft(np.zeros([256, 256])),
+            "`bandwidth_out` must be given .* bandwidth 128 .* pass "
+            "`bandwidth_out` <= 64",
+        ),
+        (
+            lambda: tfcv_ops.s2_fft(np.zeros([256, 256]), bandwidth_out=65),
+            "`bandwidth_out` must be at most 64, received 65",
+        ),
+        (
+            lambda: tfcv_ops.s2_fft(np.zeros([514, 514]), bandwidth_out=8),
+            r"grid bandwidth \(side / 2\)` must be at most 256, received 257",
+        ),
+        (
+            lambda: tfcv_ops.s2_ifft(_complex(65 * 65)),
+            "spectrum bandwidth` must be at most 64",
+        ),
+        (
+            lambda: tfcv_ops.s2_ifft(_complex(16), bandwidth_out=257),
+            "`bandwidth_out` must be at most 256",
+        ),
+        (
+            lambda: tfcv_ops.s2_rotate(np.zeros([256, 256]), 0.1, 0.2, 0.3),
+            r"\(side / 2\)` must be at most 64, received 128",
+        ),
         (lambda: tfcv_ops.so3_ifft(_complex(3, 83)), "packed spectrum"),
         (lambda: tfcv_ops.s2_ifft(_complex(3, 15)), "packed spectrum"),
         (

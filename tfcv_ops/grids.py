@@ -24,20 +24,33 @@ Deviations from the paper:
 
 import numpy as np
 
-# NOTE: the SO(3) β-stage stores one float64 table [2b, P(b)] with
-# P(b) = b (4b² - 1) / 3: 358 MB at b = 64 (plus 179 MB for its float32
-# copy), 1.8 GB at b = 96, 5.7 GB at b = 128. The S² table [2b, b²] is cut
-# from the same Wigner-d table, so building it needs the same memory. The
-# int32 index width would allow b <= 168 (2b P(b) < 2^31 table entries) and
-# SO(3) grids up to b = 511 ((2b)³ < 2^31 samples per signal); memory binds
-# first.
+# NOTE: two limits. Spectra (S² and SO(3)) stop at b = 64: the SO(3)
+# β-stage stores one float64 table [2b, P(b)] with P(b) = b (4b² - 1) / 3,
+# 358 MB at b = 64 (plus 179 MB for its float32 copy), 1.8 GB at b = 96,
+# 5.7 GB at b = 128, and S² spectra of bandwidth b become SO(3) spectra of
+# the same b in a correlation. The int32 index width would allow b <= 168
+# (2b P(b) < 2^31 table entries) and SO(3) grids up to b = 511 ((2b)³ <
+# 2^31 samples per signal); memory binds first. An S² *grid* only
+# needs the S² table [2 b_grid, b_spec²] with b_spec <= 64: 17 MB in
+# float64 at b_grid = 256 (built in chunks of angles, so the Wigner-d rows
+# it is cut from never exceed ~64 MB). Its other costs grow with the grid:
+# one channel is (2 b_grid)² samples (int32 would bind only at b_grid =
+# 23170), a [16, 512, 512, 6] float32 batch is 100 MB at b_grid = 256, and
+# the table build takes about 1 s there. We stop S² grids at 256, twice
+# the paper's largest (b = 128, §5.3), the size that is tested.
 S2_MAX_BANDWIDTH = 64
+S2_MAX_GRID_BANDWIDTH = 256
 SO3_MAX_BANDWIDTH = 64
 
-_REASON = (
+SPECTRUM_REASON = (
     "the β-stage stores a float64 Wigner-d table of 2b × b(4b² - 1)/3 "
     "entries (358 MB at b = 64, 5.7 GB at b = 128); the int32 index width "
     "alone would allow b <= 168"
+)
+GRID_REASON = (
+    "S² grids are supported and tested up to a 2b × 2b = 512 × 512 grid "
+    "(twice the paper's b = 128); their spectra stop at "
+    f"b = {S2_MAX_BANDWIDTH}"
 )
 
 
@@ -47,8 +60,8 @@ def check_bandwidth(name: str, value, maximum: int = SO3_MAX_BANDWIDTH) -> int:
     Args:
       name: argument name used in the error message.
       value: the bandwidth `b` to check.
-      maximum: largest allowed value (`S2_MAX_BANDWIDTH` or
-        `SO3_MAX_BANDWIDTH`).
+      maximum: largest allowed value (`S2_MAX_BANDWIDTH`,
+        `SO3_MAX_BANDWIDTH` or `S2_MAX_GRID_BANDWIDTH`).
 
     Raises:
       ValueError: if `value` is not an integer (bools excluded), is below 1,
@@ -69,9 +82,10 @@ def check_bandwidth(name: str, value, maximum: int = SO3_MAX_BANDWIDTH) -> int:
             f"`{name}=8`."
         )
     if value > maximum:
+        reason = GRID_REASON if maximum > SO3_MAX_BANDWIDTH else SPECTRUM_REASON
         raise ValueError(
             f"`{name}` must be at most {maximum}, received {value}: "
-            f"{_REASON}; use a bandwidth <= {maximum}."
+            f"{reason}; use a bandwidth <= {maximum}."
         )
     return int(value)
 
@@ -90,21 +104,23 @@ def s2_grid(b: int):
     """The SOFT grid on S² for bandwidth `b`.
 
     Args:
-      b: bandwidth, `1 <= b <= S2_MAX_BANDWIDTH`.
+      b: bandwidth, `1 <= b <= S2_MAX_GRID_BANDWIDTH` (256; spectra of
+        grids above `S2_MAX_BANDWIDTH` = 64 are truncated, see `s2_fft`).
 
     Returns:
       `(beta, alpha)`, float64 arrays `[2b]` each: `x[..., j, k]` is the
       signal at colatitude `beta[j]` and longitude `alpha[k]`.
 
     Raises:
-      ValueError: if `b` is not an integer in `1..S2_MAX_BANDWIDTH`.
+      ValueError: if `b` is not an integer in
+        `1..S2_MAX_GRID_BANDWIDTH`.
 
     Example:
       >>> beta, alpha = s2_grid(2)
       >>> beta.shape, alpha.shape
       ((4,), (4,))
     """
-    b = check_bandwidth("b", b, S2_MAX_BANDWIDTH)
+    b = check_bandwidth("b", b, S2_MAX_GRID_BANDWIDTH)
     return _beta(b), _alpha(b)
 
 
@@ -137,7 +153,8 @@ def quadrature_weights(b: int) -> np.ndarray:
     `d^l_{mn} d^{l'}_{mn}` with `l, l' < b`.
 
     Args:
-      b: bandwidth, `1 <= b <= max(S2_MAX_BANDWIDTH, SO3_MAX_BANDWIDTH)`.
+      b: bandwidth, `1 <= b <= S2_MAX_GRID_BANDWIDTH` (the largest grid,
+        S² or SO(3)).
 
     Returns:
       float64 `[2b]`, summing to 1.
@@ -149,7 +166,7 @@ def quadrature_weights(b: int) -> np.ndarray:
       >>> round(float(quadrature_weights(4).sum()), 12)
       1.0
     """
-    b = check_bandwidth("b", b, max(S2_MAX_BANDWIDTH, SO3_MAX_BANDWIDTH))
+    b = check_bandwidth("b", b, S2_MAX_GRID_BANDWIDTH)
     beta = _beta(b)
     odd = 2.0 * np.arange(b) + 1.0  # 2k + 1, k < b
 

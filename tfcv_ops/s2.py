@@ -18,6 +18,8 @@ Conventions:
   - Inverse (Eq. 9): `f = Σ_{l<b} (2l+1) Σ_m f̂^l_m Y^l_m`: `(2l+1)` on the
     spectrum, `s2_expand` and `tf.signal.fft`.
   - Spectra are packed `[..., b²]`, entry `(l, m)` at `l² + m + l`.
+  - Grids go up to `b = 256` and spectra to `b = 64` (`grids`): a finer
+    grid is transformed to its degrees `l < bandwidth_out <= 64`.
   - A band-limited signal goes grid -> spectrum -> grid unchanged; for other
     grids that round trip is a projection onto the band-limited signals.
 
@@ -36,7 +38,9 @@ from tfcv_ops import layout
 from tfcv_ops import primitives
 from tfcv_ops import tables
 
+# Spectra stop at b = 64, grids at b = 256 (see the NOTE in `grids`).
 _MAX = grids.S2_MAX_BANDWIDTH
+_GRID_MAX = grids.S2_MAX_GRID_BANDWIDTH
 
 
 def s2_fft(
@@ -48,10 +52,12 @@ def s2_fft(
     """S² Fourier coefficients `f̂^l_m` of a grid signal (Eq. 8).
 
     Args:
-      x: `[..., 2b, 2b]` signal on the grid of `s2_grid(b)`, axes (β, α);
+      x: `[..., 2b, 2b]` signal on the grid of `s2_grid(b)`, axes (β, α),
+        `b <= S2_MAX_GRID_BANDWIDTH` (256);
         float32/float64/complex64/complex128.
-      bandwidth_out: degrees kept, `l < bandwidth_out`; `None` (default)
-        means `b`. Smaller truncates, larger pads with zeros.
+      bandwidth_out: degrees kept, `l < bandwidth_out`, at most
+        `S2_MAX_BANDWIDTH` (64); `None` (default) means `b`, allowed for
+        `b <= 64` only. Smaller truncates, larger pads with zeros.
       use_custom_op: `None`, `True` or `False` (see `set_use_custom_op`).
       allow_low_precision: if `True`, float16/bfloat16 inputs are computed
         in float32 instead of being refused. Default `False`.
@@ -62,14 +68,25 @@ def s2_fft(
 
     Raises:
       ValueError: if the last two axes are not equal, even and static, the
-        bandwidth is above `S2_MAX_BANDWIDTH`, or the dtype is refused.
+        grid bandwidth is above `S2_MAX_GRID_BANDWIDTH`, `bandwidth_out`
+        is above `S2_MAX_BANDWIDTH` (or omitted for a grid above it), or
+        the dtype is refused.
 
     Example:
       >>> s2_fft(tf.ones([8, 8])).shape
       TensorShape([16])
+      >>> s2_fft(tf.ones([256, 256]), bandwidth_out=32).shape
+      TensorShape([1024])
     """
     x, _ = common.to_complex(x, "x", allow_low_precision)
-    bandwidth = common.grid_bandwidth(x, 2, _MAX, "(β, α)")
+    bandwidth = common.grid_bandwidth(x, 2, _GRID_MAX, "(β, α)")
+    if bandwidth_out is None and bandwidth > _MAX:
+        raise ValueError(
+            f"`bandwidth_out` must be given for an S² grid of bandwidth "
+            f"{bandwidth} (shape {tuple(x.shape.as_list())}): spectra stop "
+            f"at b = {_MAX} while grids go up to b = {_GRID_MAX}; pass "
+            f"`bandwidth_out` <= {_MAX}, e.g. `bandwidth_out={_MAX}`."
+        )
     bandwidth_out = common.output_bandwidth(bandwidth_out, bandwidth, _MAX)
     degrees = min(bandwidth, bandwidth_out)
     grid, leading = common.flatten(x, 2)  # [B, J, N]
@@ -79,7 +96,9 @@ def s2_fft(
     weights = common.weight_column(bandwidth, 1)  # [J, 1]
     spectral *= tf.cast(weights, spectral.dtype)
 
-    # β stage: Σ_j w_j d^l_{m0}(β_j) F[j, m].
+    # β stage: Σ_j w_j d^l_{m0}(β_j) F[j, m]. The C++ S² kernels index in
+    # int64 and check only N >= 2 b_spec, so grids up to b = 256 run on
+    # the custom op as well as on the twin.
     table = tables.s2_table(
         bandwidth, degrees, common.real_dtype(spectral.dtype)
     )
@@ -98,11 +117,12 @@ def s2_ifft(
     """Grid signal `f = Σ_l (2l+1) Σ_m f̂^l_m Y^l_m` (Eq. 9).
 
     Args:
-      x: packed spectrum `[..., b²]` (complex64/complex128; real float
-        spectra are promoted).
+      x: packed spectrum `[..., b²]` with `b <= S2_MAX_BANDWIDTH` (64);
+        complex64/complex128 (real float spectra are promoted).
       bandwidth_out: bandwidth of the output grid `[..., 2 bandwidth_out,
-        2 bandwidth_out]`; `None` (default) means `b`. Smaller drops degrees
-        `l >= bandwidth_out`; larger samples the same signal more finely.
+        2 bandwidth_out]`, at most `S2_MAX_GRID_BANDWIDTH` (256); `None`
+        (default) means `b`. Smaller drops degrees `l >= bandwidth_out`;
+        larger samples the same signal more finely.
       real_output: if `True`, return the real part (for spectra of real
         signals). Default `False`.
       use_custom_op: `None`, `True` or `False`.
@@ -113,8 +133,9 @@ def s2_ifft(
       with `real_output=True`.
 
     Raises:
-      ValueError: if the last axis is no square `b²`, a bandwidth is above
-        `S2_MAX_BANDWIDTH`, or the dtype is refused.
+      ValueError: if the last axis is no square `b²`, `b` is above
+        `S2_MAX_BANDWIDTH`, `bandwidth_out` is above
+        `S2_MAX_GRID_BANDWIDTH`, or the dtype is refused.
 
     Example:
       >>> s2_ifft(tf.ones([16], tf.complex64)).shape
@@ -122,7 +143,7 @@ def s2_ifft(
     """
     x, _ = common.to_complex(x, "x", allow_low_precision)
     bandwidth = common.spectrum_bandwidth(x, layout.s2_bandwidth_of, "b²", _MAX)
-    bandwidth_out = common.output_bandwidth(bandwidth_out, bandwidth, _MAX)
+    bandwidth_out = common.output_bandwidth(bandwidth_out, bandwidth, _GRID_MAX)
     degrees = min(bandwidth, bandwidth_out)
     grid_size = 2 * bandwidth_out
     y, leading = common.flatten(x, 1)  # [B, b²]
@@ -152,7 +173,8 @@ def s2_rotate(
     degree `l < b`; other grids are first projected onto them.
 
     Args:
-      x: `[..., 2b, 2b]` signal (β, α), float or complex.
+      x: `[..., 2b, 2b]` signal (β, α), float or complex, `b <=
+        S2_MAX_BANDWIDTH` (64: the rotation needs the whole spectrum).
       alpha: α of `R`, radians; a Python number or scalar tensor.
       beta: β of `R`, radians.
       gamma: γ of `R`, radians.
@@ -163,13 +185,15 @@ def s2_rotate(
       The rotated signal, same shape and dtype as `x` (real stays real).
 
     Raises:
-      ValueError: as `s2_fft`.
+      ValueError: as `s2_fft`, and for grids above `S2_MAX_BANDWIDTH`.
 
     Example:
       >>> s2_rotate(tf.ones([8, 8]), 0.1, 0.2, 0.3).shape
       TensorShape([8, 8])
     """
-    dtype = tf.convert_to_tensor(x).dtype
+    x = tf.convert_to_tensor(x)
+    dtype = x.dtype
+    common.grid_bandwidth(x, 2, _MAX, "(β, α)")
     spectrum = s2_fft(x, None, use_custom_op, allow_low_precision)
     bandwidth = layout.s2_bandwidth_of(spectrum.shape[-1])
     flat, leading = common.flatten(spectrum, 1)  # [B, b²]

@@ -41,6 +41,10 @@ from tfcv_ops import wigner
 CACHE_DIR_ENV = "TFCV_OPS_CACHE_DIR"
 _FILE_VERSION = 1
 
+# Entries (float64) of the Wigner-d rows evaluated at once for an S² table:
+# 64 MB.
+_CHUNK_ENTRIES = 2**23
+
 _lock = threading.Lock()
 _memory_cache = {}
 
@@ -51,8 +55,10 @@ def s2_table(
     """The S² table `T2[j, l² + m + l] = d^l_{m0}(β_j)`.
 
     Args:
-      b_grid: grid bandwidth (`J = 2 b_grid` angles), `1..S2_MAX_BANDWIDTH`.
-      b_spec: degree bound (`l < b_spec`), `1..b_grid`.
+      b_grid: grid bandwidth (`J = 2 b_grid` angles),
+        `1..S2_MAX_GRID_BANDWIDTH` (256).
+      b_spec: degree bound (`l < b_spec`), `1..min(b_grid,
+        S2_MAX_BANDWIDTH)` (at most 64).
       dtype: `tf.float64` (default) or `tf.float32`.
       cache_dir: directory of the on-disk cache; `None` (default) reads
         `TFCV_OPS_CACHE_DIR` (no disk cache when unset), `""` disables it.
@@ -103,11 +109,13 @@ def clear_memory_cache() -> None:
 
 def _table(kind, b_grid, b_spec, dtype, cache_dir) -> np.ndarray:
     """Memory cache -> disk cache -> build, for one kind of table."""
-    maximum = (
-        grids.S2_MAX_BANDWIDTH if kind == "s2" else grids.SO3_MAX_BANDWIDTH
-    )
-    b_grid = grids.check_bandwidth("b_grid", b_grid, maximum)
-    b_spec = grids.check_bandwidth("b_spec", b_spec, maximum)
+    if kind == "s2":
+        grid_maximum = grids.S2_MAX_GRID_BANDWIDTH
+        spectrum_maximum = grids.S2_MAX_BANDWIDTH
+    else:
+        grid_maximum = spectrum_maximum = grids.SO3_MAX_BANDWIDTH
+    b_grid = grids.check_bandwidth("b_grid", b_grid, grid_maximum)
+    b_spec = grids.check_bandwidth("b_spec", b_spec, spectrum_maximum)
     if b_spec > b_grid:
         raise ValueError(
             f"`b_spec` must be at most `b_grid` (a grid of bandwidth b "
@@ -142,12 +150,9 @@ def _table(kind, b_grid, b_spec, dtype, cache_dir) -> np.ndarray:
 def _build(kind: str, b_grid: int, b_spec: int) -> np.ndarray:
     """Evaluates the float64 table with `wigner_d_matrix`."""
     beta, _ = grids.s2_grid(b_grid)
-    # Tables are constants: build eagerly even when called while tracing.
-    with tf.init_scope():
-        # [J] -> [J, P(b_spec)]
-        wigner_d = wigner.wigner_d_matrix(b_spec - 1, beta).numpy()
     if kind == "so3":
-        return np.ascontiguousarray(wigner_d)
+        # [J] -> [J, P(b_spec)]
+        return np.ascontiguousarray(_wigner_d(b_spec, beta))
 
     # Column n = 0 of each degree: p(l, m, 0), in S² order l² + m + l.
     columns = np.concatenate(
@@ -158,7 +163,23 @@ def _build(kind: str, b_grid: int, b_spec: int) -> np.ndarray:
             for l in range(b_spec)
         ]
     )
-    return np.ascontiguousarray(wigner_d[:, columns])  # [J, b_spec^2]
+
+    # NOTE: S² grids go up to b_grid = 256 (`grids`), where the full
+    # Wigner-d rows [J, P(b_spec)] would be 1.4 GB at b_spec = 64 for a
+    # table of 17 MB; chunks of angles keep them under _CHUNK_ENTRIES.
+    chunk = max(1, _CHUNK_ENTRIES // layout.so3_spectrum_size(b_spec))
+    table = np.empty([len(beta), len(columns)])  # [J, b_spec^2]
+    for start in range(0, len(beta), chunk):
+        rows = _wigner_d(b_spec, beta[start : start + chunk])  # [j, P]
+        table[start : start + chunk] = rows[:, columns]
+    return table
+
+
+def _wigner_d(b_spec: int, beta: np.ndarray) -> np.ndarray:
+    """`d^l_{mn}(β_j)` for `l < b_spec`: float64 `[J, P(b_spec)]`."""
+    # Tables are constants: build eagerly even when called while tracing.
+    with tf.init_scope():
+        return wigner.wigner_d_matrix(b_spec - 1, beta).numpy()
 
 
 def _expected_shape(kind: str, b_grid: int, b_spec: int):

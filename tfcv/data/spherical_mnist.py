@@ -166,14 +166,14 @@ def grid_points(bandwidth: int) -> np.ndarray:
 
     Raises:
       ValueError: if `bandwidth` is not an integer in
-        `1..tfcv_ops.grids.S2_MAX_BANDWIDTH`.
+        `1..tfcv_ops.grids.S2_MAX_GRID_BANDWIDTH`.
 
     Example:
       >>> grid_points(2).shape
       (4, 4, 3)
     """
     bandwidth = grids.check_bandwidth(
-        "bandwidth", bandwidth, grids.S2_MAX_BANDWIDTH
+        "bandwidth", bandwidth, grids.S2_MAX_GRID_BANDWIDTH
     )
     beta, alpha = grids.s2_grid(bandwidth)
     beta, alpha = np.meshgrid(beta, alpha, indexing="ij")

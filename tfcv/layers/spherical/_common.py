@@ -21,21 +21,31 @@ import tensorflow as tf
 import tfcv_ops
 
 
-def check_bandwidths(bandwidth_in, bandwidth_out) -> tuple:
-    """Returns both bandwidths as ints; `1 <= bandwidth_out <= bandwidth_in`."""
-    for name, value in (
-        ("bandwidth_in", bandwidth_in),
-        ("bandwidth_out", bandwidth_out),
+def check_bandwidths(bandwidth_in, bandwidth_out, grid_rank: int = 3) -> tuple:
+    """Returns both bandwidths as ints; `1 <= bandwidth_out <= bandwidth_in`.
+
+    On SO(3) inputs (`grid_rank=3`, the default) both are at most
+    `SO3_MAX_BANDWIDTH` (64). On S² inputs (`grid_rank=2`) the input grid
+    may be finer, up to `S2_MAX_GRID_BANDWIDTH` (256), since only its
+    degrees `l < bandwidth_out` are transformed; `bandwidth_out` is still
+    at most 64 (the SO(3) output).
+    """
+    grids = tfcv_ops.grids
+    maximum_in = grids.SO3_MAX_BANDWIDTH
+    if grid_rank == 2:
+        maximum_in = grids.S2_MAX_GRID_BANDWIDTH
+    for name, value, maximum in (
+        ("bandwidth_in", bandwidth_in, maximum_in),
+        ("bandwidth_out", bandwidth_out, grids.SO3_MAX_BANDWIDTH),
     ):
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, np.integer))
-            or not 1 <= value <= tfcv_ops.grids.SO3_MAX_BANDWIDTH
+            or not 1 <= value <= maximum
         ):
             raise ValueError(
-                f"`{name}` must be an integer in 1..."
-                f"{tfcv_ops.grids.SO3_MAX_BANDWIDTH} (degrees l < b), "
-                f"received {value!r}; pass e.g. `{name}=8`."
+                f"`{name}` must be an integer in 1...{maximum} (degrees "
+                f"l < b), received {value!r}; pass e.g. `{name}=8`."
             )
     if bandwidth_out > bandwidth_in:
         raise ValueError(
@@ -132,10 +142,18 @@ def fft_dtype(layer):
     return tf.float32
 
 
-def _small_d(l_max: int, beta) -> np.ndarray:
-    """`d^l_{mn}(β_p)` packed `[N, P(l_max + 1)]`, float64, computed eagerly."""
+def _small_d(l_max: int, beta, columns=None) -> np.ndarray:
+    """`d^l_{mn}(β_p)` packed `[N, P(l_max + 1)]`, float64, computed eagerly.
+
+    Evaluated once per distinct β (equatorial grids share one) and cut to
+    `columns` of the packed axis before being copied to every point.
+    """
+    distinct, point_row = np.unique(np.asarray(beta), return_inverse=True)
     with tf.init_scope():
-        return tfcv_ops.wigner_d_matrix(l_max, np.asarray(beta)).numpy()
+        small_d = tfcv_ops.wigner_d_matrix(l_max, distinct).numpy()
+    if columns is not None:
+        small_d = small_d[:, columns]
+    return small_d[point_row.reshape(-1)]  # [distinct, P] -> [N, P]
 
 
 def _packed_orders(bandwidth: int):
@@ -161,10 +179,12 @@ def so3_kernel_table(grid: np.ndarray, bandwidth: int) -> np.ndarray:
 
 def s2_kernel_table(grid: np.ndarray, bandwidth: int) -> np.ndarray:
     """`conj(D^l_{n0}(α_p, β_p, 0))`, complex128 `[N, bandwidth²]`."""
-    points = np.concatenate([grid, np.zeros([len(grid), 1])], axis=1)
-    table = so3_kernel_table(points, bandwidth)  # [N, P]
-    l, m, n = _packed_orders(bandwidth)
-    return table[:, n == 0]  # keeps (l, m) in S² packed order [N, b²]
+    _, m, n = _packed_orders(bandwidth)
+    columns = np.flatnonzero(n == 0)  # (l, m) in S² packed order: [b²]
+    small_d = _small_d(bandwidth - 1, grid[:, 0], columns)  # [N, b²]
+
+    # conj(e^{-imα} d_{m0}) = e^{+imα} d_{m0}: [N, 1] x [b²] -> [N, b²]
+    return small_d * np.exp(1j * np.outer(grid[:, 1], m[columns]))
 
 
 def kernel_spectrum(kernel, table_real, table_imag):
