@@ -383,7 +383,7 @@ def test_command_writes_results_table_and_picture(tmp_path):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--bandwidth=128", "--bandwidth must be in 4..64"),
+        ("--bandwidth=129", "--bandwidth must be in 4..128"),
         ("--classes=cube,banana", "unknown value 'banana' in --classes"),
         ("--batch_size=3", "not divisible by the 2 replicas"),
         ("--filters=4,4", "--filters=4,4 must be 3"),
