@@ -59,7 +59,7 @@ from tfcv.data import spherical_mnist
 from tfcv.layers.spherical import S2Convolution
 from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3Integrate
-from tfcv.training.progress import ProgressBar
+from tfcv.spherical import _training
 
 MODEL_NAMES = ("planar", "spherical")
 REGIMES = ("NR/NR", "R/R", "NR/R", "R/NR")
@@ -307,7 +307,9 @@ def train_and_evaluate(
         )
     replicas = strategy.num_replicas_in_sync
     x_train, y_train = data[f"train_{_regime_name(train_rotated)}"]
-    _check_batch_size(config.batch_size, replicas, len(x_train))
+    _training.check_batch_size(
+        config.batch_size, replicas, len(x_train), "images"
+    )
     tests = (test_rotated,) if isinstance(test_rotated, bool) else test_rotated
     steps_per_epoch = len(x_train) // config.batch_size
 
@@ -331,23 +333,15 @@ def train_and_evaluate(
         .repeat(config.epochs)
     )
     dataset = strategy.experimental_distribute_dataset(dataset)
-    train_step = _make_train_step(model, optimizer, strategy, config)
+    train_step = _training.make_train_step(
+        model, optimizer, strategy, config.batch_size, _cross_entropy
+    )
 
     # Train: one step per global batch, a progress bar over all steps.
-    total = steps_per_epoch * config.epochs
-    bar = ProgressBar(total) if progress else None
     started = time.time()
-    loss = float("nan")
-    # NOTE: exactly `total` steps; asking a distributed iterator for the
-    # end of its data sat idle for 30 s to minutes (TF 2.21, mirrored).
-    iterator = iter(dataset)
-    for step in range(1, total + 1):
-        images, labels = next(iterator)
-        loss = float(train_step(images, labels))
-        if bar is not None:
-            bar.update(step, {"loss": loss}, force=step == total)
-    if bar is not None:
-        bar.close()
+    loss, _ = _training.run_steps(
+        train_step, dataset, steps_per_epoch * config.epochs, progress
+    )
     set_standardization_statistics(model, x_train)
     seconds = time.time() - started
 
@@ -392,62 +386,16 @@ def set_standardization_statistics(model, images, batch_size: int = 64):
     layer.moving_variance.assign(values.var(0).astype(np.float32))
 
 
-def _check_batch_size(batch_size: int, replicas: int, examples: int):
-    if batch_size % replicas:
-        raise ValueError(
-            f"The global batch size {batch_size} is not divisible by the "
-            f"{replicas} replicas; pick a multiple of {replicas}."
-        )
-    if batch_size > examples:
-        raise ValueError(
-            f"The batch size {batch_size} exceeds the {examples} training "
-            f"images; pick at most {examples}."
-        )
-
-
-def _make_train_step(model, optimizer, strategy, config):
-    """A `tf.function` running one Adam step on every replica."""
-    loss_function = tf_keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=tf_keras.losses.Reduction.NONE
+def _cross_entropy(labels, logits):
+    """Per-example softmax cross-entropy, `[B] x [B, K] -> [B]`."""
+    return tf_keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True
     )
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            # [B/replicas] cross-entropies, averaged over the global batch.
-            losses = loss_function(labels, model(images, training=True))
-            loss = tf.nn.compute_average_loss(
-                losses, global_batch_size=config.batch_size
-            )
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    # NOTE: not jit-compiled: the tfcv_ops custom ops are CPU kernels, and
-    # XLA cannot compile the cross-device all-reduce on CPU.
-    @tf.function
-    def train_step(images, labels):
-        losses = strategy.run(replica_step, args=(images, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-    return train_step
 
 
 def evaluate(model, images, labels, batch_size: int = 64) -> float:
     """Top-1 accuracy of `model` on `images [N, 2b, 2b, 1]`, `labels [N]`."""
-
-    signature = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
-
-    @tf.function(input_signature=[signature])
-    def predict(batch):
-        # [B, 2b, 2b, 1] -> [B, K] -> [B]
-        return tf.argmax(model(batch, training=False), axis=-1)
-
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = tf.constant(images[start : start + batch_size], tf.float32)
-        predicted = predict(batch).numpy()
-        correct += int(np.sum(predicted == labels[start : start + batch_size]))
-    return correct / max(len(images), 1)
+    return _training.classification_accuracy(model, images, labels, batch_size)
 
 
 def run_table(

@@ -57,7 +57,6 @@ Deviations from the paper:
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -70,7 +69,7 @@ from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3Integrate
 from tfcv.layers.spherical import SO3ResidualBlock
 from tfcv.layers.spherical import so3_near_identity_grid
-from tfcv.training.progress import ProgressBar
+from tfcv.spherical import _training
 
 # Table 3 (left), RMSE in kcal/mol: (a) Montavon et al. 2012, (b) Raj et
 # al. 2016.
@@ -433,27 +432,9 @@ def _dataset(signals: _Signals, indices, targets, config, atoms):
     )
 
 
-def _make_train_step(model, optimizer, strategy, config):
-    """A `tf.function` running one Adam step on every replica."""
-
-    def replica_step(inputs, targets):
-        with tf.GradientTape() as tape:
-            # Squared errors [B/replicas], averaged over the global batch.
-            errors = tf.square(model(inputs, training=True) - targets)
-            loss = tf.nn.compute_average_loss(
-                errors, global_batch_size=config.batch_size
-            )
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    # NOTE: not jit-compiled (module docstring).
-    @tf.function
-    def train_step(inputs, targets):
-        losses = strategy.run(replica_step, args=(inputs, targets))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-    return train_step
+def _squared_error(targets, outputs):
+    """Per-molecule squared error, `[B] x [B] -> [B]`."""
+    return tf.square(outputs - targets)
 
 
 def predict(model, signals: _Signals, indices, batch_size: int = 32):
@@ -475,19 +456,6 @@ def predict(model, signals: _Signals, indices, batch_size: int = 32):
         values, mask = signals(indices[start : start + batch_size])
         outputs.append(forward({"signals": values, "mask": mask}).numpy())
     return np.concatenate(outputs) if outputs else np.zeros([0], np.float32)
-
-
-def _check_batch_size(batch_size: int, replicas: int, examples: int):
-    if batch_size % replicas:
-        raise ValueError(
-            f"The global batch size {batch_size} is not divisible by the "
-            f"{replicas} replicas; pick a multiple of {replicas}."
-        )
-    if batch_size > examples:
-        raise ValueError(
-            f"The batch size {batch_size} exceeds the {examples} training "
-            f"molecules; pick at most {examples} or use more molecules."
-        )
 
 
 def train_and_evaluate(
@@ -526,8 +494,11 @@ def train_and_evaluate(
             f"Fold {fold} has no test molecules among the first "
             f"{max_molecules}; raise `max_molecules`."
         )
-    _check_batch_size(
-        config.batch_size, strategy.num_replicas_in_sync, len(train)
+    _training.check_batch_size(
+        config.batch_size,
+        strategy.num_replicas_in_sync,
+        len(train),
+        "molecules",
     )
 
     # Stage 1 on counts; the network learns the scaled residual.
@@ -554,24 +525,21 @@ def train_and_evaluate(
         )
     dataset = _dataset(signals, train, targets[train], config, data.num_atoms)
     dataset = strategy.experimental_distribute_dataset(dataset)
-    train_step = _make_train_step(model, optimizer, strategy, config)
+    train_step = _training.make_train_step(
+        model, optimizer, strategy, config.batch_size, _squared_error
+    )
 
-    # Train: one step per global batch, a progress bar over all steps.
-    bar = ProgressBar(total) if progress else None
-    started = time.time()
-    loss = float("nan")
-    for step, (inputs, batch_targets) in enumerate(dataset, start=1):
-        loss = float(train_step(inputs, batch_targets))
+    def check(step, loss):
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"The training loss became {loss} at step {step}; lower "
                 f"the learning rate (now {config.learning_rate:g})."
             )
-        if bar is not None:
-            bar.update(step, {"loss": loss}, force=step == total)
-    if bar is not None:
-        bar.close()
-    seconds = time.time() - started
+
+    # Train: one step per global batch, a progress bar over all steps.
+    loss, seconds = _training.run_steps(
+        train_step, dataset, total, progress, check
+    )
 
     # Test fold: first stage + scaled network output, in kcal/mol.
     predicted = baseline[test] + residual_std * predict(model, signals, test)

@@ -53,7 +53,6 @@ Deviations from the paper:
 """
 
 import dataclasses
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +64,7 @@ from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3GlobalMaxPool
 from tfcv.layers.spherical import s2_equatorial_grid
 from tfcv.layers.spherical import so3_equatorial_grid
-from tfcv.training.progress import ProgressBar
+from tfcv.spherical import _training
 
 # NOTE: the paper does not give it; 0.9 is PyTorch's default (momentum
 # 0.1 there). Keras' 0.99 would leave the moving
@@ -294,17 +293,12 @@ def train_and_evaluate(
         that exceeds the training set, or labels `>= num_classes`.
     """
     x_train, y_train = data["train_R" if train_rotated else "train_NR"]
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"The global batch size {config.batch_size} is not divisible by "
-            f"the {replicas} replicas; pick a multiple of {replicas}."
-        )
-    if config.batch_size > len(x_train):
-        raise ValueError(
-            f"The batch size {config.batch_size} exceeds the {len(x_train)} "
-            f"training meshes; pick at most {len(x_train)}."
-        )
+    _training.check_batch_size(
+        config.batch_size,
+        strategy.num_replicas_in_sync,
+        len(x_train),
+        "meshes",
+    )
     if int(np.max(y_train)) >= config.num_classes:
         raise ValueError(
             f"The labels reach {int(np.max(y_train))} but the model has "
@@ -329,71 +323,27 @@ def train_and_evaluate(
         .repeat(config.epochs)
     )
     dataset = strategy.experimental_distribute_dataset(dataset)
-    train_step = _make_train_step(model, optimizer, strategy, config)
+    train_step = _training.make_train_step(
+        model, optimizer, strategy, config.batch_size, _cross_entropy
+    )
 
-    # Train: one step per global batch, exactly `total` of them.
-    # NOTE: the loop never asks the distributed iterator for the end of
-    # the data: in a process's second training run on 2 virtual CPUs that
-    # request sat idle 30 s to minutes (TF 2.21, MirroredStrategy).
-    iterator = iter(dataset)
-    bar = ProgressBar(total) if progress else None
-    started = time.time()
-    loss = float("nan")
-    for step in range(1, total + 1):
-        signals, labels = next(iterator)
-        loss = float(train_step(signals, labels))
-        if bar is not None:
-            bar.update(step, {"loss": loss}, force=step == total)
-    if bar is not None:
-        bar.close()
-    seconds = time.time() - started
+    # Train: one step per global batch, a progress bar over all steps.
+    loss, seconds = _training.run_steps(train_step, dataset, total, progress)
 
     accuracy = {name: evaluate(model, *data[name]) for name in test_sets}
     return {"accuracy": accuracy, "train_seconds": seconds, "final_loss": loss}
 
 
-def _make_train_step(model, optimizer, strategy, config):
-    """A `tf.function` running one Adam step on every replica."""
-    loss_function = tf_keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=tf_keras.losses.Reduction.NONE
+def _cross_entropy(labels, logits):
+    """Per-example softmax cross-entropy, `[B] x [B, K] -> [B]`."""
+    return tf_keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True
     )
-
-    def replica_step(signals, labels):
-        with tf.GradientTape() as tape:
-            # [B/replicas] cross-entropies, averaged over the global batch.
-            losses = loss_function(labels, model(signals, training=True))
-            loss = tf.nn.compute_average_loss(
-                losses, global_batch_size=config.batch_size
-            )
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    # NOTE: not jit-compiled: the tfcv_ops custom ops are CPU kernels, and
-    # XLA cannot compile the cross-device all-reduce on CPU.
-    @tf.function
-    def train_step(signals, labels):
-        losses = strategy.run(replica_step, args=(signals, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-    return train_step
 
 
 def evaluate(model, signals, labels, batch_size: int = 32) -> float:
     """Top-1 accuracy on `signals [N, 2b, 2b, 6]`, `labels [N]`."""
-    signature = tf.TensorSpec([None, *signals.shape[1:]], tf.float32)
-
-    @tf.function(input_signature=[signature])
-    def predict(batch):
-        # [B, 2b, 2b, 6] -> [B, K] -> [B]
-        return tf.argmax(model(batch, training=False), axis=-1)
-
-    correct = 0
-    for start in range(0, len(signals), batch_size):
-        batch = tf.constant(signals[start : start + batch_size], tf.float32)
-        predicted = predict(batch).numpy()
-        correct += int(np.sum(predicted == labels[start : start + batch_size]))
-    return correct / max(len(signals), 1)
+    return _training.classification_accuracy(model, signals, labels, batch_size)
 
 
 def format_table(accuracy: dict, chance: float) -> str:
