@@ -3,7 +3,13 @@
 import os
 import tempfile
 
+from absl import flags
+
 from tfcv.cli.main import UsageError
+
+# More logical CPUs than this is a typo, and TensorFlow would try to make
+# them all (minutes, gigabytes) before any check could refuse them.
+MAX_VIRTUAL_CPUS = 64
 
 
 def check_writable_directory(path, flag_name):
@@ -62,3 +68,44 @@ def write_atomically(path, data: bytes):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def define_strategy_flags(flag_values, strategies):
+    """--strategy, --virtual_cpus and --tpu of the experiment commands."""
+    flags.DEFINE_enum(
+        "strategy",
+        "mirrored",
+        list(strategies),
+        "tf.distribute strategy.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "virtual_cpus",
+        2,
+        "Logical CPU devices for --strategy=mirrored on a machine without "
+        f"GPUs (1..{MAX_VIRTUAL_CPUS}).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "tpu",
+        "",
+        "TPU name or grpc:// address for --strategy=tpu.",
+        flag_values=flag_values,
+    )
+
+
+def check_strategy_flags(flag_values):
+    """--virtual_cpus in range and --batch_size split evenly over it."""
+    replicas = flag_values.virtual_cpus
+    if not 1 <= replicas <= MAX_VIRTUAL_CPUS:
+        raise UsageError(
+            f"--virtual_cpus must be in 1..{MAX_VIRTUAL_CPUS}, got "
+            f"{replicas}; it splits this CPU into that many logical devices "
+            "(replicas)."
+        )
+    if flag_values.strategy == "mirrored" and flag_values.batch_size % replicas:
+        raise UsageError(
+            f"--batch_size={flag_values.batch_size} is not divisible by the "
+            f"{replicas} replicas of --strategy=mirrored (--virtual_cpus); "
+            f"pick a multiple of {replicas}."
+        )

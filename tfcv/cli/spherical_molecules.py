@@ -29,7 +29,9 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
+from tfcv.cli.common import define_strategy_flags
 from tfcv.cli.common import write_atomically
 from tfcv.cli.main import UsageError
 from tfcv.data import qm7
@@ -84,20 +86,7 @@ def define_flags(flag_values):
         0,
         "Use only molecules 0..N-1 of the file (0: all), for quick runs.",
     )
-    flags.DEFINE_enum(
-        "strategy",
-        "mirrored",
-        list(STRATEGIES),
-        "tf.distribute strategy.",
-        flag_values=flag_values,
-    )
-    integer(
-        "virtual_cpus",
-        2,
-        "Logical CPU devices for --strategy=mirrored on a machine without "
-        "GPUs.",
-    )
-    string("tpu", "", "TPU name or grpc:// address for --strategy=tpu.")
+    define_strategy_flags(flag_values, STRATEGIES)
     integer("seed", DEFAULTS.seed, "Seed of initialization and shuffling.")
 
 
@@ -109,7 +98,7 @@ def validate(flag_values):
         )
     if not flag_values.output_dir:
         raise UsageError("--output_dir is required.")
-    for name in ("epochs", "batch_size", "virtual_cpus"):
+    for name in ("epochs", "batch_size"):
         if flag_values[name].value < 1:
             raise UsageError(
                 f"--{name} must be >= 1, got {flag_values[name].value}."
@@ -128,13 +117,7 @@ def validate(flag_values):
             f"--bandwidth must be in 2..64, got {flag_values.bandwidth} (the "
             "paper uses 10; try 4 for a quick run)."
         )
-    replicas = flag_values.virtual_cpus
-    if flag_values.strategy == "mirrored" and flag_values.batch_size % replicas:
-        raise UsageError(
-            f"--batch_size={flag_values.batch_size} is not divisible by the "
-            f"{replicas} replicas of --strategy=mirrored (--virtual_cpus); "
-            f"pick a multiple of {replicas}."
-        )
+    check_strategy_flags(flag_values)
 
     # The file, read in full: a bad one fails here, before any output.
     data = qm7.read_qm7(flag_values.source)

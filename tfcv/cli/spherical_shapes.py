@@ -37,7 +37,9 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
+from tfcv.cli.common import define_strategy_flags
 from tfcv.cli.common import parse_list
 from tfcv.cli.common import write_atomically
 from tfcv.cli.main import UsageError
@@ -106,20 +108,7 @@ def define_flags(flag_values):
         "class 3:1 (default: synthetic solids; --classes and the mesh "
         "counts then do not apply).",
     )
-    flags.DEFINE_enum(
-        "strategy",
-        "mirrored",
-        list(STRATEGIES),
-        "tf.distribute strategy.",
-        flag_values=flag_values,
-    )
-    integer(
-        "virtual_cpus",
-        2,
-        "Logical CPU devices for --strategy=mirrored on a machine without "
-        "GPUs.",
-    )
-    string("tpu", "", "TPU name or grpc:// address for --strategy=tpu.")
+    define_strategy_flags(flag_values, STRATEGIES)
     integer("seed", DEFAULTS.seed, "Seed of meshes, rotations and training.")
 
 
@@ -143,7 +132,6 @@ def validate(flag_values):
     for name in (
         "epochs",
         "batch_size",
-        "virtual_cpus",
         "meshes_per_class",
         "test_meshes_per_class",
     ):
@@ -171,13 +159,7 @@ def validate(flag_values):
             f"--classes={flag_values.classes} names one class; give at "
             "least two."
         )
-    replicas = flag_values.virtual_cpus
-    if flag_values.strategy == "mirrored" and flag_values.batch_size % replicas:
-        raise UsageError(
-            f"--batch_size={flag_values.batch_size} is not divisible by the "
-            f"{replicas} replicas of --strategy=mirrored (--virtual_cpus); "
-            f"pick a multiple of {replicas}."
-        )
+    check_strategy_flags(flag_values)
     training = flag_values.meshes_per_class * len(classes)
     if flag_values.source is None and flag_values.batch_size > training:
         raise UsageError(

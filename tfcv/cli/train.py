@@ -25,6 +25,7 @@ import time
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import MAX_VIRTUAL_CPUS
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.main import UsageError
 from tfcv.data import DATASETS
@@ -221,9 +222,6 @@ def validate(flag_values):
 # as each machine mounts them, local waits and devices); all others must
 # agree, or the workers would silently train different things.
 _PER_TASK_FLAGS = ("model_dir", "cluster_timeout", "virtual_cpus", "tpu")
-# More logical CPUs than this is a typo, and TensorFlow would try to make
-# them all (minutes, gigabytes) before any check could refuse them.
-MAX_VIRTUAL_CPUS = 64
 
 
 def _run_flags(flag_values):
