@@ -109,3 +109,37 @@ def check_strategy_flags(flag_values):
             f"{replicas} replicas of --strategy=mirrored (--virtual_cpus); "
             f"pick a multiple of {replicas}."
         )
+
+
+def grey_tiles_png(rows, gap: int = 4, background: int = 128) -> bytes:
+    """PNG bytes of equal-size uint8 tiles laid out row by row.
+
+    Args:
+      rows: a list of rows, each a list of `[h, w]` uint8 grey images of
+        one common size.
+      gap: pixels between tiles.
+      background: grey level of the gaps.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    height, width = rows[0][0].shape
+    columns = max(len(row) for row in rows)
+    picture = np.full(
+        [
+            len(rows) * (height + gap) - gap,
+            columns * (width + gap) - gap,
+        ],
+        background,
+        np.uint8,
+    )
+    for row_index, row in enumerate(rows):
+        for column, tile in enumerate(row):
+            top = row_index * (height + gap)
+            left = column * (width + gap)
+            picture[top : top + height, left : left + width] = tile
+    buffer = io.BytesIO()
+    Image.fromarray(picture, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -27,13 +27,13 @@ import json
 import os
 import time
 
-import numpy as np
 from absl import flags
 from absl import logging
 
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
+from tfcv.cli.common import grey_tiles_png
 from tfcv.cli.common import parse_list
 from tfcv.cli.common import write_atomically
 from tfcv.cli.main import UsageError
@@ -146,9 +146,6 @@ def validate(flag_values):
 
 def examples_png(bandwidth: int, seed: int, source=None) -> bytes:
     """PNG bytes: a few projected digits, non-rotated over rotated."""
-    import io
-
-    from PIL import Image
 
     from tfcv.data import spherical_mnist
 
@@ -161,18 +158,13 @@ def examples_png(bandwidth: int, seed: int, source=None) -> bytes:
             source=source,
         )
         scale = max(1, 120 // (2 * bandwidth))
-        previews = [
-            spherical_mnist.sphere_preview(x_test[index, ..., 0], scale)
-            for index in range(NUM_EXAMPLES)
-        ]
-        gap = np.full([previews[0].shape[0], 4], 128, np.uint8)
-        row = [part for preview in previews for part in (preview, gap)]
-        rows.append(np.concatenate(row[:-1], axis=1))
-        rows.append(np.full([4, rows[-1].shape[1]], 128, np.uint8))
-    picture = np.concatenate(rows[:-1], axis=0)  # [H, W] grey levels
-    buffer = io.BytesIO()
-    Image.fromarray(picture, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
+        rows.append(
+            [
+                spherical_mnist.sphere_preview(x_test[index, ..., 0], scale)
+                for index in range(NUM_EXAMPLES)
+            ]
+        )
+    return grey_tiles_png(rows)
 
 
 def main(flag_values):

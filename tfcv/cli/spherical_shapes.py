@@ -40,6 +40,7 @@ from absl import logging
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
+from tfcv.cli.common import grey_tiles_png
 from tfcv.cli.common import parse_list
 from tfcv.cli.common import write_atomically
 from tfcv.cli.main import UsageError
@@ -177,10 +178,6 @@ def validate(flag_values):
 
 def signals_png(data: dict, count: int = 7) -> bytes:
     """PNG bytes: one test mesh per class (rows) x 6 channels (columns)."""
-    import io
-
-    from PIL import Image
-
     from tfcv.data.spherical_mnist import sphere_preview
 
     signals, labels = data["test_R"]
@@ -188,18 +185,13 @@ def signals_png(data: dict, count: int = 7) -> bytes:
     for label in np.unique(labels)[:count]:
         signal = signals[np.flatnonzero(labels == label)[0]]  # [2b, 2b, 6]
         scale = max(1, 64 // signal.shape[0])
-        tiles = [
-            sphere_preview(signal[..., channel], scale)
-            for channel in range(signal.shape[-1])
-        ]
-        gap = np.full([tiles[0].shape[0], 4], 128, np.uint8)
-        row = [part for tile in tiles for part in (tile, gap)]
-        rows.append(np.concatenate(row[:-1], axis=1))
-        rows.append(np.full([4, rows[-1].shape[1]], 128, np.uint8))
-    picture = np.concatenate(rows[:-1], axis=0)  # [H, W] grey levels
-    buffer = io.BytesIO()
-    Image.fromarray(picture, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
+        rows.append(
+            [
+                sphere_preview(signal[..., channel], scale)
+                for channel in range(signal.shape[-1])
+            ]
+        )
+    return grey_tiles_png(rows)
 
 
 def main(flag_values):
