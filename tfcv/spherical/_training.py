@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from tfcv.training.progress import ProgressBar
 
@@ -39,6 +40,32 @@ def check_batch_size(batch_size: int, replicas: int, examples: int, unit: str):
             f"The batch size {batch_size} exceeds the {examples} training "
             f"{unit}; pick at most {examples}."
         )
+
+
+def model_and_optimizer(strategy, build, learning_rate, total, seed):
+    """`build()` and an Adam, cosine-decayed to 0 over `total` steps.
+
+    Both are made under `strategy.scope()` (they live on every replica)
+    after seeding Keras, NumPy and Python with `seed`.
+    """
+    tf_keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        model = build()
+        optimizer = tf_keras.optimizers.Adam(
+            tf_keras.optimizers.schedules.CosineDecay(learning_rate, total)
+        )
+    return model, optimizer
+
+
+def distributed_batches(strategy, inputs, targets, batch_size, epochs, seed):
+    """Shuffled global batches of `(inputs, targets)` for all epochs."""
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((inputs, targets))
+        .shuffle(len(inputs), seed=seed)
+        .batch(batch_size, drop_remainder=True)
+        .repeat(epochs)
+    )
+    return strategy.experimental_distribute_dataset(dataset)
 
 
 def make_train_step(model, optimizer, strategy, global_batch_size, loss_fn):

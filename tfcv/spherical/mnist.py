@@ -318,21 +318,21 @@ def train_and_evaluate(
         learning_rate = config.planar_learning_rate
 
     # Model and optimizer live on every replica.
-    tf_keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = MODEL_BUILDERS[model_name](config)
-        optimizer = tf_keras.optimizers.Adam(
-            tf_keras.optimizers.schedules.CosineDecay(
-                learning_rate, steps_per_epoch * config.epochs
-            )
-        )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=config.seed)
-        .batch(config.batch_size, drop_remainder=True)
-        .repeat(config.epochs)
+    model, optimizer = _training.model_and_optimizer(
+        strategy,
+        lambda: MODEL_BUILDERS[model_name](config),
+        learning_rate,
+        steps_per_epoch * config.epochs,
+        config.seed,
     )
-    dataset = strategy.experimental_distribute_dataset(dataset)
+    dataset = _training.distributed_batches(
+        strategy,
+        x_train,
+        y_train,
+        config.batch_size,
+        config.epochs,
+        config.seed,
+    )
     train_step = _training.make_train_step(
         model, optimizer, strategy, config.batch_size, _cross_entropy
     )

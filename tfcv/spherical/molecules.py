@@ -515,14 +515,13 @@ def train_and_evaluate(
 
     steps_per_epoch = len(train) // config.batch_size
     total = steps_per_epoch * config.epochs
-    tf_keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = build_model(config)
-        optimizer = tf_keras.optimizers.Adam(
-            tf_keras.optimizers.schedules.CosineDecay(
-                config.learning_rate, total
-            )
-        )
+    model, optimizer = _training.model_and_optimizer(
+        strategy,
+        lambda: build_model(config),
+        config.learning_rate,
+        total,
+        config.seed,
+    )
     dataset = _dataset(signals, train, targets[train], config, data.num_atoms)
     dataset = strategy.experimental_distribute_dataset(dataset)
     train_step = _training.make_train_step(
