@@ -317,8 +317,29 @@ def test_residual_block_shortcuts():
         (lambda: S2Convolution(2, 0, 3), "bandwidth_in"),
         (lambda: S2Convolution(2, 3, 4), "bandwidth_out` must be <="),
         (lambda: S2Convolution(2, 4, 3, kernel_grid=[[0.1, 0.2, 0]]), "N, 2"),
-        (lambda: SO3Convolution(2, 4, 3, kernel_grid=[[0, 0.2, 0]]), "gimbal"),
-        (lambda: SO3Convolution(2, 4, 3, kernel_grid=[[0, 0, 0.1]]), "gimbal"),
+        (
+            lambda: SO3Convolution(
+                2, 4, 3, kernel_grid=[[0, 0.3, 0], [0, 0.1, 0.2]]
+            ),
+            "rows 0 .* and 1 .* are the same rotation",
+        ),
+        (
+            lambda: SO3Convolution(
+                2,
+                4,
+                3,
+                kernel_grid=[
+                    [0.1, 0, 0],
+                    [math.pi, 0.5, 0.2],
+                    [math.pi, 0.4, 0.1],
+                ],
+            ),
+            "rows 1 .* and 2 .* are the same rotation",
+        ),
+        (
+            lambda: S2Convolution(2, 4, 3, kernel_grid=[[0, 0], [0, 1.0]]),
+            "the same point of the sphere",
+        ),
         (lambda: SO3ResidualBlock(2, 3, 4), "bandwidth_out` must be <="),
         (lambda: SO3BatchNormalization(momentum=1.0), "momentum"),
     ],

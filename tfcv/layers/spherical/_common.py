@@ -58,12 +58,39 @@ def check_bandwidths(bandwidth_in, bandwidth_out, grid_rank: int = 3) -> tuple:
     return int(bandwidth_in), int(bandwidth_out)
 
 
+def _grid_points_as_matrices(grid: np.ndarray) -> np.ndarray:
+    """ZYZ rotations `[N, 3, 3]` of (β, α, γ) rows, or S² points `[N, 3]`."""
+    beta, alpha = grid[:, 0], grid[:, 1]
+    if grid.shape[1] == 2:
+        return np.stack(
+            [
+                np.sin(beta) * np.cos(alpha),
+                np.sin(beta) * np.sin(alpha),
+                np.cos(beta),
+            ],
+            axis=-1,
+        )
+    gamma = grid[:, 2]
+
+    def about_z(angle):
+        c, s, zero, one = np.cos(angle), np.sin(angle), 0 * angle, 1 + 0 * angle
+        return np.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).reshape(
+            -1, 3, 3
+        )
+
+    c, s, zero, one = np.cos(beta), np.sin(beta), 0 * beta, 1 + 0 * beta
+    about_y = np.stack([c, zero, s, zero, one, zero, -s, zero, c], -1)
+    return about_z(alpha) @ about_y.reshape(-1, 3, 3) @ about_z(gamma)
+
+
 def check_kernel_grid(kernel_grid, columns: int) -> np.ndarray:
     """Returns `kernel_grid` as float64 `[N, columns]` or raises ValueError.
 
-    On SO(3) (`columns == 3`), a point with β = 0 and α ≠ 0 or γ ≠ 0 is
-    refused: there `Z(α) Y(0) Z(γ)` depends on α + γ only (gimbal lock), so
-    such points are copies of each other under other names.
+    Two rows naming the same rotation (SO(3), `columns == 3`) or the same
+    point of the sphere (S², `columns == 2`) are refused: their weights
+    would act as one. Different angles name one rotation at the poles
+    (gimbal lock): at β = 0 only α + γ matters, at β = π only α - γ, and
+    on S² the poles ignore α.
     """
     names = "(β, α)" if columns == 2 else "(β, α, γ)"
     try:
@@ -83,19 +110,20 @@ def check_kernel_grid(kernel_grid, columns: int) -> np.ndarray:
             f"{names} with N >= 1, received shape {shape}; build one with "
             f"`tfcv.layers.spherical.kernel_grids`."
         )
-    if columns == 3:
-        pole = np.abs(grid[:, 0]) < 1e-12
-        turned = (np.abs(grid[:, 1]) > 1e-12) | (np.abs(grid[:, 2]) > 1e-12)
-        bad = np.flatnonzero(pole & turned)
-        if bad.size:
-            raise ValueError(
-                f"`kernel_grid` has point(s) {bad.tolist()} at the pole β = 0 "
-                f"with α ≠ 0 or γ ≠ 0, e.g. {grid[bad[0]].tolist()}: there "
-                f"the rotation Z(α) Y(0) Z(γ) depends only on α + γ (gimbal "
-                f"lock), so such points repeat one rotation under different "
-                f"names; write them as (0, α + γ, 0) or start the rings at "
-                f"β > 0."
-            )
+    # [N, 3, 3] or [N, 3] -> [N, N] distances between the points.
+    points = _grid_points_as_matrices(grid).reshape(len(grid), -1)
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    first, second = np.nonzero(np.triu(distance < 1e-9, k=1))
+    if first.size:
+        i, j = int(first[0]), int(second[0])
+        what = "rotation" if columns == 3 else "point of the sphere"
+        raise ValueError(
+            f"`kernel_grid` rows {i} {grid[i].tolist()} and {j} "
+            f"{grid[j].tolist()} are the same {what} ({first.size} such "
+            f"pair(s)): at the poles the angles are not unique (gimbal "
+            f"lock: at β = 0 only α + γ matters, at β = π only α - γ); "
+            f"drop the repeats."
+        )
     return grid
 
 

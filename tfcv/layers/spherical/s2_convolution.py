@@ -58,6 +58,7 @@ class S2Convolution(SphericalConvolutionBase):
         64)` (64 = `SO3_MAX_BANDWIDTH`).
       kernel_grid: `[N, 2]` points (β, α) in radians, or `None` (default)
         for `s2_near_identity_grid()` (24 points within π/8 of the pole).
+        No two rows may name the same point (at the poles α is free).
       use_bias: `bool`, add a bias per output channel (default True).
       kernel_initializer: initializer of the stored kernel `v [C, O, N]`
         (the filter weights are `w = v / sqrt(C N)`), or `None` (default)

@@ -45,8 +45,9 @@ class SO3Convolution(SphericalConvolutionBase):
       bandwidth_in: input bandwidth `b_in` (grid side `2 b_in`), `1..64`.
       bandwidth_out: output bandwidth `b_out`, `1 <= b_out <= b_in`.
       kernel_grid: `[N, 3]` rotations (β, α, γ) in radians, or `None`
-        (default) for `so3_near_identity_grid()` (72 rotations). Points at
-        β = 0 must have α = γ = 0 (gimbal lock, see `ValueError`).
+        (default) for `so3_near_identity_grid()` (72 rotations). No two
+        rows may name the same rotation (at β = 0 only α + γ matters, at
+        β = π only α - γ: gimbal lock).
       use_bias: `bool`, add a bias per output channel (default True).
       kernel_initializer: initializer of the stored kernel `v [C, O, N]`
         (the filter weights are `w = v / sqrt(C N)`), or `None` (default)
@@ -62,7 +63,7 @@ class SO3Convolution(SphericalConvolutionBase):
 
     Raises:
       ValueError: on arguments out of range, `bandwidth_out >
-        bandwidth_in`, a grid point at the pole with α or γ ≠ 0, an input
+        bandwidth_in`, two grid rows naming one rotation, an input
         grid that is not `[B, 2 b_in, 2 b_in, 2 b_in, C]`, or a channel
         count other than the one built for.
 
