@@ -340,6 +340,14 @@ def test_residual_block_shortcuts():
             lambda: S2Convolution(2, 4, 3, kernel_grid=[[0, 0], [0, 1.0]]),
             "the same point of the sphere",
         ),
+        (
+            lambda: S2Convolution(2, 4, 3, kernel_grid=[[45.0, 90.0]]),
+            r"row 0 \[45.0, 90.0\] has β outside \[0, π\]",
+        ),
+        (
+            lambda: SO3Convolution(2, 4, 3, kernel_grid=[[-0.1, 0, 0]]),
+            "has β outside",
+        ),
         (lambda: SO3ResidualBlock(2, 3, 4), "bandwidth_out` must be <="),
         (lambda: SO3BatchNormalization(momentum=1.0), "momentum"),
     ],

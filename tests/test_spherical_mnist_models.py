@@ -191,6 +191,68 @@ def test_cli_smoke_run_writes_table_results_and_picture(tmp_path):
     assert (output_dir / "examples.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_training_stops_at_the_first_non_finite_loss():
+    from tfcv.spherical import _training
+
+    losses = iter([1.0, float("nan"), 0.5])
+    steps = []
+
+    def train_step(inputs, targets):
+        steps.append(inputs)
+        return next(losses)
+
+    with pytest.raises(
+        _training.TrainingDiverged, match="became nan at step 2; lower"
+    ):
+        _training.run_steps(
+            train_step, [(i, i) for i in range(3)], 3, progress=False
+        )
+    assert steps == [0, 1]
+
+
+def test_diverged_run_exits_1_and_leaves_no_folder(tmp_path):
+    output_dir = tmp_path / "new" / "run"
+    command = tfcv_command() + [
+        "spherical",
+        "mnist",
+        f"--output_dir={output_dir}",
+        "--bandwidth=8",
+        "--epochs=1",
+        "--models=spherical",
+        "--regimes=NR/NR",
+        "--learning_rate=1e9",  # features overflow float32
+    ]
+
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=300
+    )
+
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    error = completed.stderr.strip().splitlines()[-1]
+    assert error.startswith("tfcv spherical mnist: error:")
+    assert "lower the learning rate" in error
+    assert not (tmp_path / "new").exists()
+
+
+def test_outputs_are_written_all_or_none(tmp_path, monkeypatch):
+    from tfcv.cli import common
+
+    common.write_outputs(str(tmp_path), {"a.txt": b"a", "b.txt": b"b"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+    class Unwritable:
+        def __len__(self):
+            return 1
+
+    target = tmp_path / "second"
+    target.mkdir()
+    with pytest.raises(TypeError):
+        common.write_outputs(
+            str(target), {"c.txt": b"c", "d.txt": Unwritable()}
+        )
+    assert list(target.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -204,7 +266,10 @@ def test_cli_smoke_run_writes_table_results_and_picture(tmp_path):
         (["--virtual_cpus=0"], "--virtual_cpus must be in 1..64"),
         (["--virtual_cpus=100000"], "--virtual_cpus must be in 1..64"),
         (["--seed=-1"], "--seed must be >= 0"),
-        (["--learning_rate=0"], "--learning_rate must be > 0"),
+        (["--learning_rate=0"], "--learning_rate must be a finite number"),
+        (["--learning_rate=inf"], "--learning_rate must be a finite number"),
+        (["--learning_rate=1e300"], "(at most 1e9)"),
+        (["--bandwidth=6"], "cannot learn; use --bandwidth>=8"),
         (["--bandwidth=1"], "--bandwidth must be in 2..64"),
         (["--bandwidth=8"], "too small for the planar CNN"),
         (["--batch_size=33"], "not divisible by the 2 replicas"),

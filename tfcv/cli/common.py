@@ -12,6 +12,38 @@ from tfcv.cli.main import UsageError
 MAX_VIRTUAL_CPUS = 64
 
 
+# Directories this process made for its outputs, deepest last; a command
+# that fails removes those still empty (`remove_new_empty_directories`).
+_CREATED_DIRECTORIES = []
+
+
+def _missing_directories(path):
+    """`path` and its missing parents, outermost first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.insert(0, path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def remove_new_empty_directories():
+    """Removes the output directories this process made, if still empty.
+
+    Called when a command fails, so that it leaves no empty folder behind
+    (a folder with anything in it is kept).
+    """
+    while _CREATED_DIRECTORIES:
+        path = _CREATED_DIRECTORIES.pop()
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def check_writable_directory(path, flag_name):
     """Creates `path` if needed and proves it is writable.
 
@@ -26,7 +58,9 @@ def check_writable_directory(path, flag_name):
             "path."
         )
     try:
+        missing = _missing_directories(path)
         os.makedirs(path, exist_ok=True)
+        _CREATED_DIRECTORIES.extend(missing)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as error:
@@ -68,6 +102,19 @@ def write_atomically(path, data: bytes):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def check_step_sizes(flag_values, names):
+    """Each flag in `names` is a number in (0, 1e9] (a learning rate)."""
+    for name in names:
+        value = flag_values[name].value
+        # NOTE: `not <=` also catches NaN; 1e9 is far past any useful step
+        # and keeps the value a finite float32.
+        if not (value > 0 and value <= 1e9):
+            raise UsageError(
+                f"--{name} must be a finite number > 0 (at most 1e9), got "
+                f"{value} (try the default, {flag_values[name].default:g})."
+            )
 
 
 def define_strategy_flags(flag_values, strategies):
@@ -143,3 +190,21 @@ def grey_tiles_png(rows, gap: int = 4, background: int = 128) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(picture, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_outputs(output_dir, files):
+    """Writes `{file name: bytes}` into `output_dir`, all or none.
+
+    Every file goes through a temporary file and a rename; if one write
+    fails, the files this call already wrote are removed again.
+    """
+    written = []
+    try:
+        for name, data in files.items():
+            path = os.path.join(output_dir, name)
+            write_atomically(path, data)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            os.remove(path)
+        raise

@@ -132,6 +132,7 @@ def run_command(command, arguments, module_name=None):
             )
         module.validate(flag_values)
     except (flags.Error, UsageError, ValueError) as error:
+        _remove_new_empty_directories()
         sys.stderr.write(f"{prefix} {_one_line(error)}\n")
         return 2
 
@@ -143,6 +144,24 @@ def run_command(command, arguments, module_name=None):
     tf.get_logger().setLevel("WARNING")
     logging.set_stderrthreshold(logging.INFO)
     logging.get_absl_handler().addFilter(_only_our_info)
+    code = 1
+    try:
+        code = _run_main(module, flag_values, command, prefix, tf)
+        return code
+    finally:
+        if code:
+            _remove_new_empty_directories()
+
+
+def _remove_new_empty_directories():
+    """A failed command leaves no empty output folder behind."""
+    from tfcv.cli import common
+
+    common.remove_new_empty_directories()
+
+
+def _run_main(module, flag_values, command, prefix, tf):
+    """`module.main`, with our failures as one line and an exit status."""
     try:
         return module.main(flag_values) or 0
     except (UsageError, ValueError, OSError) as error:

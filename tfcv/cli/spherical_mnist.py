@@ -30,12 +30,13 @@ import time
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
 from tfcv.cli.common import grey_tiles_png
 from tfcv.cli.common import parse_list
-from tfcv.cli.common import write_atomically
+from tfcv.cli.common import write_outputs
 from tfcv.cli.main import UsageError
 from tfcv.spherical import mnist
 from tfcv.training.strategy import STRATEGIES
@@ -114,11 +115,7 @@ def validate(flag_values):
             )
     if flag_values.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {flag_values.seed}.")
-    for name in ("learning_rate", "planar_learning_rate"):
-        if not flag_values[name].value > 0:
-            raise UsageError(
-                f"--{name} must be > 0, got {flag_values[name].value}."
-            )
+    check_step_sizes(flag_values, ("learning_rate", "planar_learning_rate"))
     bandwidth = flag_values.bandwidth
     if not 2 <= bandwidth <= 64:
         raise UsageError(
@@ -127,6 +124,13 @@ def validate(flag_values):
         )
     models = parse_list(flag_values, "models", mnist.MODEL_NAMES)
     parse_list(flag_values, "regimes", mnist.REGIMES)
+    inner = mnist.scaled_bandwidths(bandwidth)
+    if "spherical" in models and min(inner) < 2:
+        raise UsageError(
+            f"--bandwidth={bandwidth} leaves the spherical CNN inner "
+            f"bandwidths {inner}: a bandwidth of 1 keeps only degree 0 "
+            "(a constant), so it cannot learn; use --bandwidth>=8."
+        )
     if "planar" in models and bandwidth < mnist.PLANAR_MIN_BANDWIDTH:
         raise UsageError(
             f"--bandwidth={bandwidth} is too small for the planar CNN (two "
@@ -161,7 +165,7 @@ def examples_png(bandwidth: int, seed: int, source=None) -> bytes:
         rows.append(
             [
                 spherical_mnist.sphere_preview(x_test[index, ..., 0], scale)
-                for index in range(NUM_EXAMPLES)
+                for index in range(min(NUM_EXAMPLES, len(x_test)))
             ]
         )
     return grey_tiles_png(rows)
@@ -236,12 +240,16 @@ def main(flag_values):
         f"replica(s); run time {seconds:.0f} s.\n"
     )
     png = examples_png(config.bandwidth, config.seed, flag_values.source)
-    write_atomically(
-        os.path.join(output_dir, "results.json"),
-        (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
+    write_outputs(
+        output_dir,
+        {
+            "results.json": (
+                json.dumps(report, indent=2, sort_keys=True) + "\n"
+            ).encode(),
+            "table1.md": markdown.encode(),
+            "examples.png": png,
+        },
     )
-    write_atomically(os.path.join(output_dir, "table1.md"), markdown.encode())
-    write_atomically(os.path.join(output_dir, "examples.png"), png)
     print(table, end="")
     print(f"run time {seconds:.0f} s; wrote {output_dir}")
     return 0

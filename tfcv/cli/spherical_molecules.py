@@ -29,10 +29,11 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
-from tfcv.cli.common import write_atomically
+from tfcv.cli.common import write_outputs
 from tfcv.cli.main import UsageError
 from tfcv.data import qm7
 from tfcv.spherical import molecules
@@ -108,10 +109,7 @@ def validate(flag_values):
             raise UsageError(
                 f"--{name} must be >= 0, got {flag_values[name].value}."
             )
-    if not flag_values.learning_rate > 0:
-        raise UsageError(
-            f"--learning_rate must be > 0, got {flag_values.learning_rate}."
-        )
+    check_step_sizes(flag_values, ("learning_rate",))
     if not 2 <= flag_values.bandwidth <= 64:
         raise UsageError(
             f"--bandwidth must be in 2..64, got {flag_values.bandwidth} (the "
@@ -269,12 +267,16 @@ def main(flag_values):
         f"{config.learning_rate:g}, {strategy.num_replicas_in_sync} "
         f"replica(s); run time {seconds:.0f} s.\n"
     )
-    write_atomically(
-        os.path.join(output_dir, "results.json"),
-        (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
+    write_outputs(
+        output_dir,
+        {
+            "results.json": (
+                json.dumps(report, indent=2, sort_keys=True) + "\n"
+            ).encode(),
+            "table3.md": markdown.encode(),
+            "potentials.png": png,
+        },
     )
-    write_atomically(os.path.join(output_dir, "table3.md"), markdown.encode())
-    write_atomically(os.path.join(output_dir, "potentials.png"), png)
     print(table, end="")
     print(
         f"RMSE {results['rmse']:.2f} kcal/mol (paper {molecules.PAPER_RMSE});"

@@ -37,12 +37,13 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
 from tfcv.cli.common import grey_tiles_png
 from tfcv.cli.common import parse_list
-from tfcv.cli.common import write_atomically
+from tfcv.cli.common import write_outputs
 from tfcv.cli.main import UsageError
 from tfcv.data import spherical_shapes
 from tfcv.spherical import shapes
@@ -142,10 +143,7 @@ def validate(flag_values):
             )
     if flag_values.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {flag_values.seed}.")
-    if not flag_values.learning_rate > 0:
-        raise UsageError(
-            f"--learning_rate must be > 0, got {flag_values.learning_rate}."
-        )
+    check_step_sizes(flag_values, ("learning_rate",))
     bandwidth = flag_values.bandwidth
     if not 4 <= bandwidth <= MAX_BANDWIDTH:
         raise UsageError(
@@ -307,12 +305,16 @@ def main(flag_values):
         f"{config.learning_rate:g}, {strategy.num_replicas_in_sync} "
         f"replica(s); run time {seconds:.0f} s.\n"
     )
-    write_atomically(
-        os.path.join(output_dir, "results.json"),
-        (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
+    write_outputs(
+        output_dir,
+        {
+            "results.json": (
+                json.dumps(report, indent=2, sort_keys=True) + "\n"
+            ).encode(),
+            "results.md": markdown.encode(),
+            "signals.png": signals_png(data),
+        },
     )
-    write_atomically(os.path.join(output_dir, "results.md"), markdown.encode())
-    write_atomically(os.path.join(output_dir, "signals.png"), signals_png(data))
     print(table, end="")
     print(f"run time {seconds:.0f} s; wrote {output_dir}")
     return 0

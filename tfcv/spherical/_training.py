@@ -12,13 +12,25 @@ Deviations from the paper:
   None (training settings are documented by each experiment).
 """
 
+import math
 import time
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tfcv.training.gan_trainer import TrainingDiverged
 from tfcv.training.progress import ProgressBar
+
+__all__ = [
+    "TrainingDiverged",
+    "check_batch_size",
+    "classification_accuracy",
+    "distributed_batches",
+    "make_train_step",
+    "model_and_optimizer",
+    "run_steps",
+]
 
 
 def check_batch_size(batch_size: int, replicas: int, examples: int, unit: str):
@@ -122,6 +134,10 @@ def run_steps(
 
     Returns:
       `(final loss, seconds)`.
+
+    Raises:
+      TrainingDiverged: as soon as the loss is NaN or infinite (the
+        command then exits with status 1 and writes nothing).
     """
     iterator = iter(dataset)
     bar = ProgressBar(total) if progress else None
@@ -130,6 +146,13 @@ def run_steps(
     for step in range(1, total + 1):
         inputs, targets = next(iterator)
         loss = float(train_step(inputs, targets))
+        if not math.isfinite(loss):
+            if bar is not None:
+                bar.close()
+            raise TrainingDiverged(
+                f"The training loss became {loss} at step {step}; lower "
+                "the learning rate (--learning_rate)."
+            )
         if check is not None:
             check(step, loss)
         if bar is not None:

@@ -262,6 +262,13 @@ def load_data(config: SphericalMnistConfig, source=None) -> dict:
                 source=source,
             )
         )
+        for subset, images in (("training", x_train), ("test", x_test)):
+            if not len(images):
+                raise ValueError(
+                    f"The {subset} set holds no images (source: "
+                    f"{source or 'scikit-learn digits'}); give files with "
+                    f"{subset} images."
+                )
         data[f"train_{name}"] = (x_train, y_train)
         data[f"test_{name}"] = (x_test, y_test)
     return data
@@ -382,8 +389,15 @@ def set_standardization_statistics(model, images, batch_size: int = 64):
             for start in range(0, len(images), batch_size)
         ]
     ).astype(np.float64)
-    layer.moving_mean.assign(values.mean(0).astype(np.float32))
-    layer.moving_variance.assign(values.var(0).astype(np.float32))
+    mean, variance = values.mean(0), values.var(0)
+    if not (np.all(np.isfinite(values)) and variance.max() < 1e30):
+        raise _training.TrainingDiverged(
+            f"The trained model's features reach {np.abs(values).max():.3g}"
+            " (not finite in float32); lower the learning rate "
+            "(--learning_rate)."
+        )
+    layer.moving_mean.assign(mean.astype(np.float32))
+    layer.moving_variance.assign(variance.astype(np.float32))
 
 
 def _cross_entropy(labels, logits):

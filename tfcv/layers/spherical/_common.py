@@ -110,6 +110,13 @@ def check_kernel_grid(kernel_grid, columns: int) -> np.ndarray:
             f"{names} with N >= 1, received shape {shape}; build one with "
             f"`tfcv.layers.spherical.kernel_grids`."
         )
+    outside = np.flatnonzero((grid[:, 0] < 0) | (grid[:, 0] > np.pi + 1e-12))
+    if outside.size:
+        raise ValueError(
+            f"`kernel_grid` row {int(outside[0])} {grid[outside[0]].tolist()}"
+            f" has β outside [0, π] ({outside.size} such row(s)); angles "
+            f"are in radians, β first ({names})."
+        )
     # [N, 3, 3] or [N, 3] -> [N, N] distances between the points.
     points = _grid_points_as_matrices(grid).reshape(len(grid), -1)
     distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
