@@ -207,10 +207,16 @@ def test_command_writes_table_csv_and_plot(tmp_path):
         ("--bandwidths=", "--bandwidths is empty"),
         ("--bandwidths=8,8", "--bandwidths lists a value twice"),
         ("--layers=", "--layers is empty"),
-        ("--layers=0", "--layers must be integers in >= 1, got 0"),
+        ("--layers=0", "--layers must be integers in 1..8, got 0"),
+        ("--layers=9", "--layers must be integers in 1..8, got 9"),
+        ("--layers=1,01", "--layers lists a value twice"),
+        ("--bandwidths=8,08", "--bandwidths lists a value twice"),
+        ("--samples=10001", "--samples must be in 1..10000, got 10001"),
+        ("--seed=-1", "--seed must be in 0..2147483639, got -1"),
+        ("--seed=2147483640", "--seed must be in 0..2147483639"),
         ("--activations=tanh", "--activations: unknown tanh"),
         ("--activations=", "--activations is empty"),
-        ("--samples=0", "--samples must be >= 1"),
+        ("--samples=0", "--samples must be in 1..10000, got 0"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, flag, message):
@@ -297,3 +303,27 @@ def test_interrupted_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
         command.write_outputs(str(tmp_path), contents)
 
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--output_dir=/proc/x"], "--output_dir=/proc/x is not a writable"),
+        (["--layers=1000"], "--layers must be integers in 1..8, got 1000"),
+    ],
+)
+def test_bad_input_exits_2_before_any_work(tmp_path, flags, message):
+    if "--layers=1000" in flags:
+        flags = flags + [f"--output_dir={tmp_path / 'out'}"]
+
+    result = subprocess.run(
+        tfcv_command() + ["spherical", "equivariance"] + flags,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -156,8 +156,42 @@ def test_sphere_radius_is_half_the_smallest_distance():
     radius = qm7.sphere_radius(positions, charges)
 
     assert radius == pytest.approx(1.5)
-    with pytest.raises(ValueError, match="no molecule has two distinct"):
+    with pytest.raises(ValueError, match="no molecule has two atoms"):
         qm7.sphere_radius(positions[:, :1], charges[:, :1])
+    with pytest.raises(
+        ValueError, match="molecule 0 has atoms 0 and 2 at the same position"
+    ):
+        qm7.sphere_radius(positions, np.array([[6, 1, 1]]))
+
+
+def test_reader_refuses_two_atoms_at_one_position(tmp_path, fields):
+    positions = fields["R"].copy()
+    positions[7, 3] = positions[7, 1]
+    path = write_mat(tmp_path / "qm7.mat", dict(fields, R=positions))
+
+    with pytest.raises(ValueError) as error:
+        qm7.read_qm7(path)
+
+    message = str(error.value)
+    assert "molecule 7 has atoms 1 and 3 at the same position" in message
+    assert "fix or drop it" in message and "\n" not in message
+
+
+def test_padding_atoms_at_one_position_are_fine(tmp_path, fields):
+    # Padding slots (charge 0) all sit at the origin in QM7.
+    path = write_mat(tmp_path / "qm7.mat", fields)
+
+    assert qm7.coinciding_atoms(fields["R"], fields["Z"]) is None
+    assert qm7.read_qm7(path).num_molecules == 40
+
+
+def test_directory_source_is_named_as_a_directory(tmp_path):
+    with pytest.raises(ValueError) as error:
+        qm7.read_qm7(str(tmp_path))
+
+    message = str(error.value)
+    assert f"QM7 file {tmp_path} is a directory" in message
+    assert "qm7.mat" in message and "does not exist" not in message
 
 
 def test_potentials_reject_bad_arguments(fields):
@@ -332,6 +366,12 @@ def _with_empty_molecule(fields):
     return dict(fields, Z=charges)
 
 
+def _with_shared_position(fields):
+    positions = fields["R"].copy()
+    positions[7, 3] = positions[7, 1]
+    return dict(fields, R=positions)
+
+
 def _same(fields):
     return fields
 
@@ -349,6 +389,8 @@ def _same(fields):
         (lambda f: dict(f, Z=f["Z"] * 2), [], "holds charge(s)"),
         (_with_empty_molecule, [], "molecule(s) without atoms, e.g. index 3"),
         (_with_nan, [], "field 'R' must hold finite numbers"),
+        (_with_shared_position, [], "molecule 7 has atoms 1 and 3 at the "),
+        ("directory", [], "is a directory; pass the path of the file"),
         ("missing", [], "does not exist; download qm7.mat from"),
         ("not_mat", [], "is not a readable MATLAB .mat file"),
         (None, [], "--source is required"),
@@ -356,7 +398,7 @@ def _same(fields):
         (_same, ["--max_molecules=5"], "need >= --batch_size=20 and >= 1"),
         (_same, ["--epochs=0"], "--epochs must be >= 1"),
         (_same, ["--max_molecules=-1"], "--max_molecules must be >= 0"),
-        (_same, ["--learning_rate=0"], "--learning_rate must be > 0"),
+        (_same, ["--learning_rate=0"], "--learning_rate must be"),
         (_same, ["--bandwidth=1"], "--bandwidth must be in 2..64"),
         (_same, ["--batch_size=7"], "not divisible by the 2 replicas"),
     ],
@@ -369,6 +411,8 @@ def test_bad_input_exits_2_with_one_line(
         write_mat(path, change(fields))
     elif change == "not_mat":
         path.write_text("not a MATLAB file\n")
+    elif change == "directory":
+        path = tmp_path
     output_dir = tmp_path / "out"
     arguments = [f"--output_dir={output_dir}"] + flags
     if change is not None:

@@ -161,6 +161,63 @@ def test_unreadable_mesh_file_gives_one_clear_error(
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("nan.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nv nan 0 1\nf 1 2 3\nf 1 2 4\n"),
+        (
+            "inf.off",
+            "OFF\n4 2 0\n0 0 0\n1 0 0\n0 1 0\ninf 0 1\n3 0 1 2\n3 0 1 3\n",
+        ),
+    ],
+)
+def test_mesh_file_with_a_non_finite_vertex_is_refused(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+
+    with pytest.raises(ValueError) as error:
+        ss.read_mesh(str(path))
+
+    message = str(error.value)
+    assert f"Mesh file {path} has 1 vertex(es) with NaN" in message
+    assert "vertex 3" in message and "\n" not in message
+
+
+def test_in_memory_mesh_with_a_nan_vertex_is_refused():
+    box = trimesh.creation.box()
+    vertices = box.vertices.copy()
+    vertices[2, 1] = np.nan
+    mesh = trimesh.Trimesh(vertices, box.faces, process=False)
+
+    with pytest.raises(ValueError, match="Mesh box.obj has 1 vertex"):
+        ss.mesh_to_signal(mesh, 4, name="box.obj")
+
+
+def test_random_bytes_stl_is_not_called_empty(tmp_path):
+    garbage = tmp_path / "noise.stl"
+    garbage.write_bytes(np.random.default_rng(0).bytes(500))
+    empty = tmp_path / "empty.stl"
+    empty.write_bytes(bytes(84))  # binary STL header, 0 triangles
+
+    with pytest.raises(ValueError, match="Cannot read mesh file .* as a mesh"):
+        ss.read_mesh(str(garbage))
+    with pytest.raises(ValueError, match=f"{empty} has no triangles"):
+        ss.read_mesh(str(empty))
+    box = tmp_path / "box.stl"
+    trimesh.creation.box().export(str(box))
+    assert len(ss.read_mesh(str(box)).faces) == 12
+
+
+def test_read_mesh_keeps_processing_duplicate_vertices(tmp_path):
+    # STL stores 3 vertices per triangle; processing merges them.
+    path = tmp_path / "box.stl"
+    trimesh.creation.box().export(str(path))
+
+    mesh = ss.read_mesh(str(path))
+
+    assert len(mesh.vertices) == 8 and mesh.is_watertight
+
+
 def test_open_mesh_is_cast_anyway_with_a_warning(caplog):
     box = trimesh.creation.box()
     holed = trimesh.Trimesh(box.vertices, box.faces[1:], process=False)
@@ -264,6 +321,53 @@ def test_folder_of_meshes_is_read_per_class(tmp_path):
     assert len(data["train_R"][1]) == 6 and len(data["test_R"][1]) == 2
     with pytest.raises(ValueError, match="holds no <class>"):
         ss.read_mesh_folder(str(tmp_path / "boxes"))
+
+
+def _write_classes(folder, counts):
+    for class_name, count in counts.items():
+        os.makedirs(folder / class_name)
+        for index in range(count):
+            trimesh.creation.box().export(
+                str(folder / class_name / f"{index}.obj")
+            )
+
+
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        (
+            {"ball": 3, "cube": 1},
+            "class 'cube' has 1 mesh; each class needs at least 2 (one for "
+            "training, one for testing)",
+        ),
+        (
+            {"cube": 4},
+            "one class found ('cube'); rotation-invariant classification "
+            "needs at least 2",
+        ),
+    ],
+)
+def test_folder_with_too_few_meshes_or_classes_is_refused(
+    tmp_path, counts, message
+):
+    _write_classes(tmp_path, counts)
+
+    with pytest.raises(ValueError) as error:
+        ss.read_mesh_folder(str(tmp_path))
+
+    assert message in str(error.value)
+    assert str(tmp_path) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_folder_counts_are_checked_before_any_mesh_is_read(
+    tmp_path, monkeypatch
+):
+    _write_classes(tmp_path, {"ball": 2, "cube": 1})
+    monkeypatch.setattr(ss, "read_mesh", lambda path: pytest.fail(path))
+
+    with pytest.raises(ValueError, match="class 'cube' has 1 mesh"):
+        ss.read_mesh_folder(str(tmp_path))
 
 
 def test_paper_model_builds_and_runs_with_1_4_million_parameters():

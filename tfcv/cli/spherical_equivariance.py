@@ -31,12 +31,20 @@ import time
 from absl import flags
 from absl import logging
 
+from tfcv.cli.common import check_writable_directory
 from tfcv.cli.main import UsageError
 
 ACTIVATIONS = ("linear", "relu")
 OUTPUTS = ("equivariance.csv", "equivariance.md", "equivariance.png")
 # Below 2 the feature maps are constant (degree 0 only): Δ is undefined.
 MIN_BANDWIDTH = 2
+# Fig. 3 uses 1-3 layers; deeper random stacks only add run time and,
+# with ReLU, can decay to constant maps.
+MAX_LAYERS = 8
+# The paper uses 500; more only narrows Δ's spread, at ~1 s per sample.
+MAX_SAMPLES = 10000
+# Largest seed: the filter seeds `seed + layer` stay within int32.
+MAX_SEED = 2**31 - 1 - MAX_LAYERS
 
 
 def define_flags(flag_values):
@@ -50,7 +58,8 @@ def define_flags(flag_values):
     flags.DEFINE_list(
         "layers",
         ["1", "2", "3"],
-        "Depths: numbers of convolution layers (S² then SO(3)), >= 1.",
+        "Depths: numbers of convolution layers (S² then SO(3)), integers "
+        f"1 to {MAX_LAYERS}.",
         flag_values=flag_values,
     )
     flags.DEFINE_list(
@@ -62,14 +71,15 @@ def define_flags(flag_values):
     flags.DEFINE_integer(
         "samples",
         50,
-        "Rotation-input pairs per bandwidth and activation, >= 1 (the paper "
-        "uses 500; Δ varies by a few percent between samples).",
+        f"Rotation-input pairs per bandwidth and activation, 1 to "
+        f"{MAX_SAMPLES} (the paper uses 500; Δ varies by a few percent "
+        "between samples).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
         "seed",
         0,
-        "Seed of the rotations, inputs and filters.",
+        f"Seed of the rotations, inputs and filters, 0 to {MAX_SEED}.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -82,6 +92,9 @@ def define_flags(flag_values):
 
 def validate(flag_values):
     _parse(flag_values)
+    seed = flag_values.seed
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {seed}.")
     output_dir = flag_values.output_dir
     if not output_dir:
         raise UsageError("--output_dir is required.")
@@ -90,14 +103,7 @@ def validate(flag_values):
             f"--output_dir={output_dir} is a file, not a folder; choose "
             "another path."
         )
-    existing = os.path.abspath(output_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"--output_dir={output_dir}: {existing} is not writable; choose "
-            "another path or fix its permissions."
-        )
+    check_writable_directory(output_dir, "output_dir")
 
 
 def _parse(flag_values) -> tuple:
@@ -108,7 +114,13 @@ def _parse(flag_values) -> tuple:
     bandwidths = _integers(
         flag_values.bandwidths, "bandwidths", MIN_BANDWIDTH, maximum
     )
-    layers = _integers(flag_values.layers, "layers", 1, None)
+    layers = _integers(
+        flag_values.layers,
+        "layers",
+        1,
+        MAX_LAYERS,
+        " (the paper's Fig. 3 uses 1,2,3)",
+    )
     activations = [value.strip().lower() for value in flag_values.activations]
     _check_list(activations, "activations")
     unknown = sorted(set(activations) - set(ACTIVATIONS))
@@ -117,12 +129,16 @@ def _parse(flag_values) -> tuple:
             f"--activations: unknown {', '.join(unknown)}; expected "
             f"{' and/or '.join(ACTIVATIONS)}, e.g. --activations=linear,relu."
         )
-    if flag_values.samples < 1:
-        raise UsageError(f"--samples must be >= 1, got {flag_values.samples}.")
+    samples = flag_values.samples
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise UsageError(
+            f"--samples must be in 1..{MAX_SAMPLES}, got {samples} (the "
+            "paper uses 500)."
+        )
     return bandwidths, layers, activations
 
 
-def _integers(values, name, low, high) -> list:
+def _integers(values, name, low, high, hint="") -> list:
     """Sorted ints of a list flag within `[low, high]`, or UsageError."""
     _check_list(values, name)
     text = ",".join(values)
@@ -136,8 +152,11 @@ def _integers(values, name, low, high) -> list:
     if bad:
         limit = f"{low}..{high}" if high is not None else f">= {low}"
         raise UsageError(
-            f"--{name} must be integers in {limit}, got {bad[0]} in {text!r}."
+            f"--{name} must be integers in {limit}, got {bad[0]} in "
+            f"{text!r}{hint}."
         )
+    if len(set(numbers)) != len(numbers):
+        raise UsageError(f"--{name} lists a value twice: {text!r}.")
     return sorted(numbers)
 
 

@@ -53,6 +53,9 @@ QM7_URL = "http://quantum-machine.org/datasets/"
 
 # Elements of one [chunk, N, G, N] distance table: bounds the temporaries.
 _CHUNK_ELEMENTS = 2_000_000
+# Two real atoms of a molecule closer than this (Bohr) count as one place:
+# their spheres would be (nearly) empty and the potentials infinite.
+SAME_POSITION_BOHR = 1e-6
 
 _FIELDS = {
     "X": "Coulomb matrices [M, N, N]",
@@ -119,6 +122,12 @@ def _load_mat(path) -> dict:
     import scipy.io
 
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"QM7 file {path} is a directory; pass the path of the file "
+            f"qm7.mat itself (e.g. {os.path.join(path, 'qm7.mat')}), "
+            f"downloaded from {QM7_URL}."
+        )
     if not os.path.isfile(path):
         raise ValueError(
             f"QM7 file {path} does not exist; download qm7.mat from "
@@ -162,8 +171,9 @@ def read_qm7(path) -> Qm7:
       ValueError: one line naming the file and the field: the file is
         missing or not a `.mat` file; a field of `T, P, Z, R` is missing;
         a field has the wrong shape, non-finite values, charges outside
-        `{0, 1, 6, 7, 8, 16}`, a molecule without atoms, or splits that
-        are not a partition of the molecule indices.
+        `{0, 1, 6, 7, 8, 16}`, a molecule without atoms or with two atoms
+        at the same position, or splits that are not a partition of the
+        molecule indices.
 
     Example:
       >>> data = read_qm7("qm7.mat")  # doctest: +SKIP
@@ -205,6 +215,13 @@ def read_qm7(path) -> Qm7:
         raise ValueError(
             f"{path}: field 'Z' has molecule(s) without atoms, e.g. index "
             f"{int(empty[0])}; every molecule needs one charge > 0."
+        )
+    same = coinciding_atoms(positions, charges, SAME_POSITION_BOHR)
+    if same is not None:
+        raise ValueError(
+            f"{path}: field 'R': molecule {same[0]} has atoms {same[1]} and "
+            f"{same[2]} at the same position (closer than "
+            f"{SAME_POSITION_BOHR} Bohr); fix or drop it."
         )
     return Qm7(positions, charges, energies[0], splits, coulomb)
 
@@ -270,6 +287,40 @@ def _check_molecules(positions, charges) -> tuple:
     return positions, charges
 
 
+def _pair_distances(positions, real):
+    """Per chunk of molecules: `(start, distances [m, N, N], valid pairs)`.
+
+    `valid` marks the pairs `i < j` of two real (non-padding) atoms.
+    """
+    atoms = positions.shape[1]
+    upper = np.triu(np.ones([atoms, atoms], dtype=bool), 1)
+    step = max(1, _CHUNK_ELEMENTS // max(atoms * atoms, 1))
+    for start in range(0, len(positions), step):
+        p = positions[start : start + step]
+        pair = real[start : start + step]
+        # [m, N, 1, 3] - [m, 1, N, 3] -> [m, N, N]
+        distance = np.linalg.norm(p[:, :, None] - p[:, None], axis=-1)
+        valid = pair[:, :, None] & pair[:, None, :] & upper
+        yield start, distance, valid
+
+
+def coinciding_atoms(positions, charges, tolerance: float = 0.0):
+    """The first `(molecule, atom i, atom j)`, `i < j`, of two real atoms
+    at distance `<= tolerance`, or `None` if there is none.
+
+    Example:
+      >>> coinciding_atoms(np.zeros([1, 2, 3]), [[6, 1]])
+      (0, 0, 1)
+    """
+    positions, charges = _check_molecules(positions, charges)
+    for start, distance, valid in _pair_distances(positions, charges > 0):
+        close = np.argwhere(valid & (distance <= tolerance))
+        if close.size:
+            m, i, j = (int(k) for k in close[0])
+            return start + m, i, j
+    return None
+
+
 def sphere_radius(positions, charges) -> float:
     """Half the smallest distance between two atoms of one molecule.
 
@@ -277,26 +328,24 @@ def sphere_radius(positions, charges) -> float:
     the module docstring). Padding atoms (`charge == 0`) are ignored.
 
     Raises:
-      ValueError: on bad shapes, or if no molecule has two atoms or two
-        atoms coincide.
+      ValueError: on bad shapes, if no molecule has two atoms, or if two
+        atoms of a molecule coincide (naming the molecule and the atoms).
     """
     positions, charges = _check_molecules(positions, charges)
-    real = charges > 0
+    same = coinciding_atoms(positions, charges)
+    if same is not None:
+        raise ValueError(
+            f"Cannot choose a sphere radius: molecule {same[0]} has atoms "
+            f"{same[1]} and {same[2]} at the same position; fix or drop it."
+        )
     smallest = np.inf
-    atoms = positions.shape[1]
-    step = max(1, _CHUNK_ELEMENTS // max(atoms * atoms, 1))
-    for start in range(0, len(positions), step):
-        p = positions[start : start + step]
-        pair = real[start : start + step]
-        # [m, N, 1, 3] - [m, 1, N, 3] -> [m, N, N]
-        distance = np.linalg.norm(p[:, :, None] - p[:, None], axis=-1)
-        valid = pair[:, :, None] & pair[:, None, :] & ~np.eye(atoms, dtype=bool)
+    for _, distance, valid in _pair_distances(positions, charges > 0):
         if np.any(valid):
             smallest = min(smallest, float(np.min(distance[valid])))
-    if not np.isfinite(smallest) or smallest <= 0.0:
+    if not np.isfinite(smallest):
         raise ValueError(
-            "Cannot choose a sphere radius: no molecule has two distinct "
-            f"atom positions (smallest distance {smallest})."
+            "Cannot choose a sphere radius: no molecule has two atoms "
+            "(charge > 0); give molecules with at least two atoms."
         )
     return 0.5 * smallest
 

@@ -87,14 +87,28 @@ DEFAULT_TEST_FRACTION = 0.25
 _MARGIN = 1e-6
 
 
+def _check_finite(vertices, name: str):
+    """Raises a ValueError naming the first vertex with a NaN or inf."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    bad = np.flatnonzero(~np.all(np.isfinite(vertices), axis=-1))
+    if bad.size:
+        raise ValueError(
+            f"Mesh {name} has {bad.size} vertex(es) with NaN or infinite "
+            f"coordinates, e.g. vertex {int(bad[0])} = "
+            f"{vertices[bad[0]].tolist()}; fix or remove them."
+        )
+
+
 def _check_mesh(mesh, name: str):
-    """Raises a ValueError if `mesh` has no triangles; warns if not closed."""
+    """Raises a ValueError if `mesh` has no triangles or a non-finite
+    vertex; warns if it is not closed."""
     faces = getattr(mesh, "faces", None)
     if faces is None or len(faces) == 0 or len(mesh.vertices) == 0:
         raise ValueError(
             f"Mesh {name} has no triangles; give a surface mesh with at "
             f"least one face."
         )
+    _check_finite(mesh.vertices, name)
     if not mesh.is_watertight:
         logging.warning(
             "Mesh %s is not watertight; ray casting does not need it and "
@@ -113,8 +127,9 @@ def read_mesh(path: str):
       A `trimesh.Trimesh` (scenes are merged into one mesh).
 
     Raises:
-      ValueError: if the file does not exist, trimesh cannot read it, or
-        it holds no triangles.
+      ValueError: if the file does not exist, trimesh cannot read it (for
+        `.stl`, also a file that is neither binary nor ASCII STL), it
+        holds no triangles, or a vertex has a NaN or infinite coordinate.
 
     Example:
       >>> mesh = read_mesh("chair.off")  # doctest: +SKIP
@@ -124,7 +139,8 @@ def read_mesh(path: str):
     if not os.path.isfile(path):
         raise ValueError(f"Mesh file {path} does not exist or is no file.")
     try:
-        mesh = trimesh.load(path, force="mesh")
+        # Unprocessed first: processing silently drops NaN/inf vertices.
+        mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds; name the file.
         message = str(error).strip().splitlines()
         raise ValueError(
@@ -133,11 +149,31 @@ def read_mesh(path: str):
             f"a mesh format trimesh reads ({', '.join(MESH_EXTENSIONS)}, ...)."
         ) from error
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        if path.lower().endswith(".stl") and not _is_stl(path):
+            raise ValueError(
+                f"Cannot read mesh file {path} as a mesh: it is neither a "
+                f"binary STL (size must be 84 + 50 x the triangle count) nor "
+                f"an ASCII STL (starting with 'solid'); re-export it."
+            )
         raise ValueError(
             f"Mesh file {path} has no triangles; give a surface mesh with at "
             f"least one face."
         )
+    _check_finite(mesh.vertices, f"file {path}")
+    mesh.process()
     return mesh
+
+
+def _is_stl(path: str) -> bool:
+    """Whether `path` looks like an STL file: a binary one whose size
+    matches its triangle count, or an ASCII one starting with `solid`."""
+    with open(path, "rb") as stream:
+        head = stream.read(84)
+    if len(head) == 84:
+        count = int.from_bytes(head[80:84], "little")
+        if os.path.getsize(path) == 84 + 50 * count:
+            return True
+    return head.lstrip().lower().startswith(b"solid")
 
 
 def normalized_vertices(mesh, name: str = "mesh") -> np.ndarray:
@@ -412,15 +448,18 @@ def read_mesh_folder(folder: str):
       name, files sorted within a class.
 
     Raises:
-      ValueError: if `folder` is not a directory, holds no class folder
-        with mesh files, or a file cannot be read (`read_mesh`).
+      ValueError: if `folder` is not a directory, holds fewer than 2
+        class folders with mesh files, a class has fewer than 2 meshes
+        (one to train on, one to test on), or a file cannot be read
+        (`read_mesh`).
     """
     if not os.path.isdir(folder):
         raise ValueError(
             f"Mesh folder {folder} is not a directory; expected "
             f"<folder>/<class>/*.obj|off|stl|ply."
         )
-    meshes, labels, class_names, paths = [], [], [], []
+    # Count the files of every class first: refuse before reading any.
+    class_files = {}
     for class_name in sorted(os.listdir(folder)):
         class_dir = os.path.join(folder, class_name)
         if not os.path.isdir(class_dir):
@@ -429,20 +468,38 @@ def read_mesh_folder(folder: str):
             name
             for name in os.listdir(class_dir)
             if name.lower().endswith(MESH_EXTENSIONS)
+            and os.path.isfile(os.path.join(class_dir, name))
         )
-        if not files:
-            continue
-        for name in files:
-            path = os.path.join(class_dir, name)
-            meshes.append(read_mesh(path))
-            labels.append(len(class_names))
-            paths.append(path)
-        class_names.append(class_name)
-    if not meshes:
+        if files:
+            class_files[class_name] = files
+    if not class_files:
         raise ValueError(
             f"Mesh folder {folder} holds no <class>/*.obj|off|stl|ply "
             f"files; expected one sub-folder of mesh files per class."
         )
+    if len(class_files) < 2:
+        (only,) = class_files
+        raise ValueError(
+            f"Mesh folder {folder}: one class found ({only!r}); "
+            f"rotation-invariant classification needs at least 2 class "
+            f"sub-folders of mesh files."
+        )
+    for class_name, files in class_files.items():
+        if len(files) < 2:
+            raise ValueError(
+                f"Mesh folder {folder}: class {class_name!r} has "
+                f"{len(files)} mesh; each class needs at least 2 (one for "
+                f"training, one for testing)."
+            )
+
+    meshes, labels, class_names, paths = [], [], [], []
+    for class_name, files in class_files.items():
+        for name in files:
+            path = os.path.join(folder, class_name, name)
+            meshes.append(read_mesh(path))
+            labels.append(len(class_names))
+            paths.append(path)
+        class_names.append(class_name)
     return meshes, np.asarray(labels, np.int32), class_names, paths
 
 
