@@ -1,6 +1,7 @@
 """Spherical MNIST models (§5.2, Table 1) and `tfcv spherical mnist`."""
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -237,8 +238,13 @@ def test_diverged_run_exits_1_and_leaves_no_folder(tmp_path):
 def test_outputs_are_written_all_or_none(tmp_path, monkeypatch):
     from tfcv.cli import common
 
-    common.write_outputs(str(tmp_path), {"a.txt": b"a", "b.txt": b"b"})
+    umask = os.umask(0o022)
+    try:
+        common.write_outputs(str(tmp_path), {"a.txt": b"a", "b.txt": b"b"})
+    finally:
+        os.umask(umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
 
     class Unwritable:
         def __len__(self):

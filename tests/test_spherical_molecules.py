@@ -448,3 +448,17 @@ def test_training_rejects_bad_batches_and_empty_folds(
         molecules.train_and_evaluate(
             data, fold, config, mirrored_strategy, below
         )
+
+
+def test_a_run_that_blows_up_is_reported_as_diverged(
+    tmp_path, fields, mirrored_strategy
+):
+    data = qm7.read_qm7(write_mat(tmp_path / "qm7.mat", fields))
+    config = molecules.config_for_bandwidth(
+        3, batch_size=8, epochs=2, learning_rate=1e9
+    )
+
+    with pytest.raises(molecules.TrainingDiverged, match="lower the learning"):
+        molecules.train_and_evaluate(
+            data, 0, config, mirrored_strategy, progress=False
+        )

@@ -393,8 +393,8 @@ def set_standardization_statistics(model, images, batch_size: int = 64):
     if not (np.all(np.isfinite(values)) and variance.max() < 1e30):
         raise _training.TrainingDiverged(
             f"The trained model's features reach {np.abs(values).max():.3g}"
-            " (not finite in float32); lower the learning rate "
-            "(--learning_rate)."
+            " (their variance overflows float32): the training diverged; "
+            "lower the learning rate (--learning_rate)."
         )
     layer.moving_mean.assign(mean.astype(np.float32))
     layer.moving_variance.assign(variance.astype(np.float32))

@@ -485,7 +485,8 @@ def train_and_evaluate(
     Raises:
       ValueError: for a bad fold, an empty test set, or a batch size the
         replicas do not divide or that exceeds the training set.
-      TrainingDiverged: if the loss stops being finite.
+      TrainingDiverged: if the loss stops being finite, or the test RMSE
+        is over 100 times the first stage's (a run that blew up).
     """
     train, test = qm7.fold_indices(data, fold, max_molecules)
     if len(test) == 0:
@@ -532,9 +533,18 @@ def train_and_evaluate(
 
     # Test fold: first stage + scaled network output, in kcal/mol.
     predicted = baseline[test] + residual_std * predict(model, signals, test)
+    test_rmse = rmse(predicted, energies[test])
+    first_stage_rmse = rmse(baseline[test], energies[test])
+    if not test_rmse <= 100 * first_stage_rmse:
+        raise TrainingDiverged(
+            f"The test RMSE is {test_rmse:.3g} kcal/mol, over 100 times the "
+            f"first stage's {first_stage_rmse:.3g}: the training diverged "
+            f"(final loss {loss:.3g}); lower the learning rate (now "
+            f"{config.learning_rate:g})."
+        )
     return {
-        "rmse": rmse(predicted, energies[test]),
-        "first_stage_rmse": rmse(baseline[test], energies[test]),
+        "rmse": test_rmse,
+        "first_stage_rmse": first_stage_rmse,
         "mean_rmse": rmse(np.mean(energies[train]), energies[test]),
         "parameters": int(
             sum(np.prod(v.shape) for v in model.trainable_variables)

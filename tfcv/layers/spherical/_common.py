@@ -123,12 +123,17 @@ def check_kernel_grid(kernel_grid, columns: int) -> np.ndarray:
     first, second = np.nonzero(np.triu(distance < 1e-9, k=1))
     if first.size:
         i, j = int(first[0]), int(second[0])
-        what = "rotation" if columns == 3 else "point of the sphere"
+        if columns == 3:
+            what = "rotation"
+            why = (
+                "gimbal lock: at β = 0 only α + γ matters, at β = π only α - γ"
+            )
+        else:
+            what, why = "point of the sphere", "at β = 0 or π, α is free"
         raise ValueError(
             f"`kernel_grid` rows {i} {grid[i].tolist()} and {j} "
             f"{grid[j].tolist()} are the same {what} ({first.size} such "
-            f"pair(s)): at the poles the angles are not unique (gimbal "
-            f"lock: at β = 0 only α + γ matters, at β = π only α - γ); "
+            f"pair(s)): at the poles the angles are not unique ({why}); "
             f"drop the repeats."
         )
     return grid
