@@ -30,8 +30,9 @@ def to_complex(x, name: str, allow_low_precision: bool):
             raise ValueError(
                 f"`{name}` must be float32, float64, complex64 or "
                 f"complex128, received {dtype.name}: with a 10-bit (float16) "
-                f"or 7-bit (bfloat16) mantissa the transforms lose about 2-3 significant digits (sums of "
-                f"b³ terms); cast to float32 or pass "
+                f"or 7-bit (bfloat16) mantissa the transforms lose about "
+                f"2-3 significant digits (sums of b³ terms); cast to "
+                f"float32 or pass "
                 f"`allow_low_precision=True` to compute in float32."
             )
         x = tf.cast(x, tf.float32)

@@ -26,11 +26,17 @@ __all__ = [
     "TrainingDiverged",
     "check_batch_size",
     "classification_accuracy",
+    "count_trainable",
     "distributed_batches",
     "make_train_step",
     "model_and_optimizer",
     "run_steps",
 ]
+
+
+def count_trainable(model) -> int:
+    """The number of trainable parameters of `model`."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
 def check_batch_size(batch_size: int, replicas: int, examples: int, unit: str):

@@ -231,9 +231,8 @@ def spherical_cnn(config: SphericalMnistConfig = SphericalMnistConfig()):
 MODEL_BUILDERS = {"planar": planar_cnn, "spherical": spherical_cnn}
 
 
-def count_trainable(model) -> int:
-    """The number of trainable parameters of `model`."""
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+# Kept here for the docstring examples and callers of this module.
+count_trainable = _training.count_trainable
 
 
 def parameter_counts(config: SphericalMnistConfig, model_names=MODEL_NAMES):

@@ -341,7 +341,7 @@ def build_model(config: MoleculeConfig) -> MoleculeEnergyModel:
 def parameter_count(config: MoleculeConfig) -> int:
     """Trainable parameters of the model (Table 3: about 1.4M at b = 10)."""
     model = build_model(config)
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    return _training.count_trainable(model)
 
 
 def fit_first_stage(charges, energies) -> np.ndarray:
@@ -546,9 +546,7 @@ def train_and_evaluate(
         "rmse": test_rmse,
         "first_stage_rmse": first_stage_rmse,
         "mean_rmse": rmse(np.mean(energies[train]), energies[test]),
-        "parameters": int(
-            sum(np.prod(v.shape) for v in model.trainable_variables)
-        ),
+        "parameters": _training.count_trainable(model),
         "radius": radius,
         "input_scale": scale.tolist(),
         "residual_std": residual_std,
