@@ -35,6 +35,11 @@ def _largest_singular_value(matrix):
 def test_spectral_normalization_divides_by_largest_singular_value(
     layer, inputs
 ):
+    # Power iteration converges like (sigma_2 / sigma_1)^(2n): an unseeded
+    # kernel whose top two singular values nearly tie (1 draw in ~100 for the
+    # Conv3DTranspose case) misses rtol=1e-4 after 200 steps. Seeded, the
+    # gaps are 0.79-0.97 and the error ~1e-7.
+    tf_keras.utils.set_random_seed(0)
     wrapped = SpectralNormalization(layer(), epsilon=1e-12)
 
     for _ in range(200):
