@@ -193,7 +193,7 @@ def test_cli_smoke_run_writes_table_results_and_picture(tmp_path):
 
 
 def test_training_stops_at_the_first_non_finite_loss():
-    from tfcv.spherical import _training
+    from tfcv.training import supervised as _training
 
     losses = iter([1.0, float("nan"), 0.5])
     steps = []

@@ -33,8 +33,15 @@ GROUPS = {
         "molecules": "QM7 atomization energies: per-atom potential spheres, "
         "S²/SO(3) ResNet + DeepSets (Spherical CNNs §5.4, Table 3).",
     },
+    "groupnorm": {
+        "sweep": "BN vs GN as the batch per replica shrinks: error table "
+        "and plot (Group Normalization Table 2, Fig. 1; Table 3 groups).",
+    },
 }
 COMMANDS["spherical"] = "Spherical CNNs: `tfcv spherical <name>` (see --help)."
+COMMANDS["groupnorm"] = (
+    "Group Normalization: `tfcv groupnorm <name>` (see --help)."
+)
 
 USAGE = "usage: tfcv <command> [--flag=value ...]   (tfcv <command> --help)"
 

@@ -1,5 +1,7 @@
 """Public layers of tfcv (all registered as serializable under `tfcv`)."""
 
+from tfcv.layers.batch_normalization import BatchNormalization
+from tfcv.layers.batch_normalization import FrozenBatchNormalization
 from tfcv.layers.conditional_batch_normalization import (
     ConditionalBatchNormalization,
 )
@@ -18,8 +20,10 @@ from tfcv.layers.spherical import SO3Integrate
 from tfcv.layers.spherical import SO3ResidualBlock
 
 __all__ = [
+    "BatchNormalization",
     "ConditionalBatchNormalization",
     "CrossReplicaBatchNormalization",
+    "FrozenBatchNormalization",
     "GroupNormalization",
     "InstanceNormalization",
     "S2Convolution",

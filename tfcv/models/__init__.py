@@ -1,4 +1,7 @@
-"""Generators and discriminators, and the registry of their presets.
+"""Generators and discriminators, the registry of their presets, and ResNets.
+
+ResNet-50/101 with a pluggable normalization (Group Normalization) live in
+`tfcv.models.resnet`; they are classifiers and backbones, not GAN presets.
 
 Each preset (`biggan_128`, `biggan_deep_256`, `sagan_128`, ...) returns
 `(generator, discriminator, config)`. `MODELS` maps preset names to preset
@@ -8,6 +11,7 @@ model name and config (for checkpoints and export).
 
 from tfcv.models import biggan
 from tfcv.models import biggan_deep
+from tfcv.models import resnet
 from tfcv.models import sagan
 from tfcv.models.biggan import BigGANConfig
 from tfcv.models.biggan import BigGANDiscriminator
@@ -22,6 +26,11 @@ from tfcv.models.biggan_deep import BigGANDeepGenerator
 from tfcv.models.biggan_deep import biggan_deep_128
 from tfcv.models.biggan_deep import biggan_deep_256
 from tfcv.models.biggan_deep import biggan_deep_512
+from tfcv.models.resnet import ResNetConfig
+from tfcv.models.resnet import resnet50
+from tfcv.models.resnet import resnet101
+from tfcv.models.resnet import resnet_backbone
+from tfcv.models.resnet import resnet_reduced
 from tfcv.models.sagan import SAGANConfig
 from tfcv.models.sagan import SAGANDiscriminator
 from tfcv.models.sagan import SAGANGenerator
@@ -68,6 +77,7 @@ __all__ = [
     "BigGANDeepGenerator",
     "BigGANDiscriminator",
     "BigGANGenerator",
+    "ResNetConfig",
     "SAGANConfig",
     "SAGANDiscriminator",
     "SAGANGenerator",
@@ -79,5 +89,10 @@ __all__ = [
     "biggan_deep_512",
     "biggan_digits_32",
     "generator_from_config",
+    "resnet",
+    "resnet50",
+    "resnet101",
+    "resnet_backbone",
+    "resnet_reduced",
     "sagan_128",
 ]

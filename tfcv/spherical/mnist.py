@@ -59,7 +59,7 @@ from tfcv.data import spherical_mnist
 from tfcv.layers.spherical import S2Convolution
 from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3Integrate
-from tfcv.spherical import _training
+from tfcv.training import supervised as _training
 
 MODEL_NAMES = ("planar", "spherical")
 REGIMES = ("NR/NR", "R/R", "NR/R", "R/NR")

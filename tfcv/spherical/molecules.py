@@ -68,7 +68,7 @@ from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3Integrate
 from tfcv.layers.spherical import SO3ResidualBlock
 from tfcv.layers.spherical import so3_near_identity_grid
-from tfcv.spherical import _training
+from tfcv.training import supervised as _training
 
 # Table 3 (left), RMSE in kcal/mol: (a) Montavon et al. 2012, (b) Raj et
 # al. 2016.

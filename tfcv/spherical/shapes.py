@@ -64,7 +64,7 @@ from tfcv.layers.spherical import SO3Convolution
 from tfcv.layers.spherical import SO3GlobalMaxPool
 from tfcv.layers.spherical import s2_equatorial_grid
 from tfcv.layers.spherical import so3_equatorial_grid
-from tfcv.spherical import _training
+from tfcv.training import supervised as _training
 
 # NOTE: the paper does not give it; 0.9 is PyTorch's default (momentum
 # 0.1 there). Keras' 0.99 would leave the moving

@@ -1,10 +1,11 @@
-"""The training loop shared by the Spherical CNN experiments (§5.2-§5.4).
+"""The supervised training loop shared by the experiments.
 
-Each experiment trains one model under a `tf.distribute` strategy with a
-global batch, a per-example loss averaged over that batch, and Adam; this
-module holds the parts that do not depend on the task: the batch-size
-checks, the distributed step, the loop over exactly the planned steps and
-top-1 accuracy.
+The Spherical CNN experiments (§5.2-§5.4) and the Group Normalization
+sweep train one model under a `tf.distribute` strategy with a global
+batch and a per-example loss averaged over that batch; this module holds
+the parts that do not depend on the task: the batch-size checks, the
+distributed step (plus the model's regularization losses), the loop over
+exactly the planned steps and top-1 accuracy.
 
 Shape letters: `B` global batch, `K` classes.
 
@@ -106,6 +107,9 @@ def make_train_step(model, optimizer, strategy, global_batch_size, loss_fn):
             loss = tf.nn.compute_average_loss(
                 losses, global_batch_size=global_batch_size
             )
+            if model.losses:
+                # Weight decay as L2 regularizers: counted once per step.
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
