@@ -207,6 +207,14 @@ CASES = [
         make=lambda cls: cls(),
         make_inputs=lambda: _normal(BATCH, 8, 8, 16),
     ),
+    # Retinal blur (Elsayed et al. 2018): α large enough that 16 pixels
+    # need a bank of several cut-offs and interpolate between them.
+    Case(
+        name="retinal_blur",
+        layer_name="RetinalBlur",
+        make=lambda cls: cls(alpha=0.2, beta=0.05),
+        make_inputs=lambda: _normal(BATCH, 16, 16, 3),
+    ),
     # Spherical CNN layers at small bandwidths (b_in = 4 -> b_out = 3).
     Case(
         name="s2_convolution",

@@ -10,6 +10,7 @@ from tfcv.layers.cross_replica_batch_normalization import (
 )
 from tfcv.layers.group_normalization import GroupNormalization
 from tfcv.layers.instance_normalization import InstanceNormalization
+from tfcv.layers.retinal_blur import RetinalBlur
 from tfcv.layers.self_attention import SelfAttention
 from tfcv.layers.spectral_normalization import SpectralNormalization
 from tfcv.layers.spherical import S2Convolution
@@ -26,6 +27,7 @@ __all__ = [
     "FrozenBatchNormalization",
     "GroupNormalization",
     "InstanceNormalization",
+    "RetinalBlur",
     "S2Convolution",
     "SO3BatchNormalization",
     "SO3Convolution",
