@@ -319,14 +319,15 @@ def main(flag_values):
     ) * len(config.variants)
     bar = ProgressBar(steps_per_seed * len(config.seeds))
     done = [0]
+    last = {}
+
+    def on_step(step, loss):
+        done[0] += 1
+        bar.update(done[0], dict(last, loss=loss))
 
     def report(result, index, total):
-        done[0] += result.steps
-        bar.update(
-            done[0],
-            {"runs_done": index, "last_error_pct": result.error},
-            force=index == total,
-        )
+        last.update(runs_done=index, last_error_pct=result.error)
+        bar.update(done[0], dict(last), force=index == total)
         logging.info(
             "%s batch %d seed %d: error %.2f%% (%d steps, lr %.4g, %.0f s)",
             result.variant,
@@ -338,7 +339,9 @@ def main(flag_values):
             result.seconds,
         )
 
-    results = sweep.run_sweep(config, data, strategy, report=report)
+    results = sweep.run_sweep(
+        config, data, strategy, report=report, on_step=on_step
+    )
     bar.close()
     seconds = time.time() - started
     summary = sweep.summarize(results)

@@ -185,7 +185,7 @@ def train_once(
     seed,
     data,
     strategy,
-    progress=False,
+    on_step=None,
 ):
     """Trains one reduced ResNet; returns its `RunResult`.
 
@@ -197,7 +197,8 @@ def train_once(
       data: `(train_images, train_labels, test_images, test_labels)`,
         images `[N, H, W, C]` float32, labels `[N]` int32.
       strategy: the `tf.distribute` strategy.
-      progress: show a progress bar.
+      on_step: optional `on_step(step, loss)` after every training step
+        (progress display).
 
     Raises:
       TrainingDiverged: if the loss becomes NaN or infinite.
@@ -223,7 +224,9 @@ def train_once(
     batches = supervised.distributed_batches(
         strategy, train_images, train_labels, global_batch, config.epochs, seed
     )
-    loss, seconds = supervised.run_steps(step, batches, total, progress)
+    loss, seconds = supervised.run_steps(
+        step, batches, total, progress=False, check=on_step
+    )
     accuracy = supervised.classification_accuracy(
         model, test_images, test_labels
     )
@@ -239,7 +242,7 @@ def train_once(
     )
 
 
-def run_sweep(config, data, strategy, report=None):
+def run_sweep(config, data, strategy, report=None, on_step=None):
     """Trains every (variant, batch, seed); returns the `RunResult`s.
 
     Args:
@@ -247,6 +250,7 @@ def run_sweep(config, data, strategy, report=None):
       data: as for `train_once`.
       strategy: the `tf.distribute` strategy.
       report: optional `report(result, done, total)` after each run.
+      on_step: optional `on_step(step, loss)` after every training step.
     """
     results = []
     cells = [
@@ -256,7 +260,9 @@ def run_sweep(config, data, strategy, report=None):
         for batch in config.batch_sizes
     ]
     for index, (variant, batch, seed) in enumerate(cells, 1):
-        result = train_once(config, variant, batch, seed, data, strategy)
+        result = train_once(
+            config, variant, batch, seed, data, strategy, on_step=on_step
+        )
         results.append(result)
         if report is not None:
             report(result, index, len(cells))
