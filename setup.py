@@ -168,7 +168,8 @@ setuptools.setup(
     cmdclass={"build_ext": BuildTfcvOps},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    # cleverhans: the reference for the attack cross-check (Elsayed et al.).
+    extras_require={"test": ["pytest", "cleverhans==4.0.0"]},
     entry_points={"console_scripts": ["tfcv=tfcv.cli.main:run"]},
     zip_safe=False,
 )
