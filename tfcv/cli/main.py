@@ -18,6 +18,8 @@ COMMANDS = {
     "export": "Export the EMA generator as a TF-Hub / TF Serving module.",
     "sample": "Write a sample grid from a model_dir or an exported module.",
     "evaluate": "Judge a trained generator: conditional accuracy and FD.",
+    "attack": "Adversarial examples fooling an ensemble; transfer to held-out "
+    "models (Elsayed et al. 2018, Tables Supp.2-6).",
 }
 
 # Commands with sub-commands: `tfcv <group> <name>` runs the module
