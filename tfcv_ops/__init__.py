@@ -15,6 +15,9 @@ Ops:
   `so3_fft`, `so3_ifft`  SO(3) Fourier transform and inverse, grid
                      `[..., 2b, 2b, 2b]` <-> packed `[..., b(4b²-1)/3]`.
   `s2_mm`, `so3_mm`  spectral S² / SO(3) correlation (Appendix D).
+  `group_norm`       group normalization of `[B, N, C]` (Wu & He 2018,
+                     Eqs. 1, 2, 6, 7), fused kernel and gradient; twin
+                     `group_norm_reference`.
   `s2_rotate`, `so3_rotate`  exact rotation of band-limited signals.
   `so3_contract`, `so3_expand`, `s2_contract`, `s2_expand`  the β-stage
                      primitives (Wigner-d contraction and its adjoint).
@@ -24,6 +27,8 @@ Ops:
 
 from tfcv_ops._loader import custom_ops_available
 from tfcv_ops.grids import quadrature_weights
+from tfcv_ops.group_norm import group_norm
+from tfcv_ops.group_norm import group_norm_reference
 from tfcv_ops.grids import s2_grid
 from tfcv_ops.grids import so3_grid
 from tfcv_ops.layout import s2_degree_block
@@ -52,6 +57,8 @@ from tfcv_ops.wigner import wigner_d_offset
 
 __all__ = [
     "custom_ops_available",
+    "group_norm",
+    "group_norm_reference",
     "quadrature_weights",
     "s2_contract",
     "s2_degree_block",

@@ -90,6 +90,8 @@ class SweepConfig:
       base_learning_rate: the learning rate at a global batch of
         `reference_batch`.
       reference_batch: see `base_learning_rate`.
+      warmup_epochs: epochs of linear learning-rate warm-up (Goyal et
+        al. 2017); 0 for none.
       momentum: SGD momentum.
       weight_decay: λ of SGD's weight decay.
       decay_normalization: decay γ and β too (§4.1).
@@ -99,9 +101,10 @@ class SweepConfig:
     variants: tuple = (Variant("bn"), Variant("gn"))
     batch_sizes: tuple = PAPER_BATCH_SIZES
     seeds: tuple = (0, 1, 2)
-    epochs: int = 6
+    epochs: int = 10
     base_learning_rate: float = 0.025
     reference_batch: int = 32
+    warmup_epochs: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     decay_normalization: bool = True
@@ -160,15 +163,46 @@ def check_sweep(config, replicas, train_examples, num_classes):
             )
 
 
+class WarmupStepDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `rate` over `warmup` steps, then 10x drops.
+
+    Goyal et al. (2017), arXiv:1706.02677, §2.2 (gradual warm-up, the
+    companion of the linear scaling rule), then the GN paper's schedule:
+    ÷10 at each of `boundaries`.
+    """
+
+    def __init__(self, rate, warmup, boundaries):
+        super().__init__()
+        self.rate = float(rate)
+        self.warmup = int(warmup)
+        self.boundaries = [int(b) for b in boundaries]
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        drops = tf.add_n(
+            [tf.cast(step >= b, tf.float32) for b in self.boundaries]
+        )
+        rate = self.rate * tf.pow(0.1, drops)
+        if self.warmup > 0:
+            ramp = tf.minimum(1.0, (step + 1.0) / float(self.warmup))
+            rate = rate * ramp
+        return rate
+
+    def get_config(self):
+        return {
+            "rate": self.rate,
+            "warmup": self.warmup,
+            "boundaries": self.boundaries,
+        }
+
+
 def _learning_rate_schedule(config, global_batch, total_steps):
     rate = config.base_learning_rate * global_batch / config.reference_batch
     boundaries = sorted(
         {max(1, int(round(total_steps * point))) for point in DECAY_POINTS}
     )
-    values = [rate * 0.1**k for k in range(len(boundaries) + 1)]
-    return rate, tf_keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries, values
-    )
+    warmup = int(round(total_steps * config.warmup_epochs / config.epochs))
+    return rate, WarmupStepDecay(rate, warmup, boundaries)
 
 
 def _sparse_cross_entropy(labels, logits):

@@ -22,12 +22,12 @@ weights its moments by an all-ones mask, which costs extra passes over the
 input (`benchmarks/layers.py` times both layers).
 
 Implementation notes: moments and normalization run in float32 when the
-inputs are float16 or bfloat16 (the output is cast back). Statistics are
-summed per channel first and then per group, and γ, β, μ and σ are folded
-into one per-channel scale and offset, so every elementwise step broadcasts
-a `[B, 1, C]` tensor over `[B, N, C]` without a transpose. The gradient is
-written out (see `_normalize`); it is itself differentiable, so gradient
-penalties work.
+inputs are float16 or bfloat16 (the output is cast back). The work is
+`tfcv_ops.group_norm` on the inputs reshaped to `[B, N, C]`: a fused C++
+kernel and gradient on CPU (statistics summed in float64), and a
+pure-TensorFlow twin under XLA, in exported SavedModels and without the
+custom-op library. Both gradients are differentiable again, so gradient
+penalties work. ε is rounded to float32 (the kernel's attribute).
 
 Deviations from the paper: None.
 """
@@ -37,6 +37,8 @@ import numbers
 
 import tensorflow as tf
 import tf_keras
+
+import tfcv_ops
 
 _DEFAULT_GROUPS = 32
 _SUPPORTED_RANKS = (3, 4, 5)
@@ -51,38 +53,13 @@ def _is_integer(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _sum_within_groups(per_channel, groups):
-    """Sums a per-channel tensor over each group, repeated per channel.
-
-    Args:
-      per_channel: `[B, 1, C]` tensor.
-      groups: `G`, a divisor of `C`.
-
-    Returns:
-      `[B, 1, C]`: entry `c` holds the sum over the channels of `c`'s group.
-    """
-    channels = per_channel.shape[-1]
-    # [B, 1, C] -> [B, G, C/G]
-    grouped = tf.reshape(per_channel, [-1, groups, channels // groups])
-    group_sums = tf.reduce_sum(grouped, axis=-1, keepdims=True)
-    # [B, G, 1] -> [B, G, C/G] -> [B, 1, C]
-    repeated = tf.broadcast_to(group_sums, tf.shape(grouped))
-    return tf.reshape(repeated, [-1, 1, channels])
-
-
-def _group_mean(values, groups, count):
-    """Mean of `[B, N, C]` values over each group's `count` entries.
-
-    Returns:
-      `[B, 1, C]`: entry `c` holds the mean over all positions and the
-      channels of `c`'s group.
-    """
-    per_channel = tf.reduce_sum(values, axis=1, keepdims=True)
-    return _sum_within_groups(per_channel, groups) / count
-
-
 def _normalize(flat, gamma, beta, groups, epsilon):
-    """Eqs. 1, 2, 6 and 7 on a `[B, N, C]` tensor, with a written gradient.
+    """Eqs. 1, 2, 6 and 7 on a `[B, N, C]` tensor, with their gradient.
+
+    Runs `tfcv_ops.group_norm`: the fused C++ kernel when the custom-op
+    library holds it, the pure-TensorFlow twin (written, twice
+    differentiable gradient) under XLA, during export, or without the
+    library.
 
     Args:
       flat: `[B, N, C]` inputs, float32 or float64.
@@ -94,57 +71,7 @@ def _normalize(flat, gamma, beta, groups, epsilon):
     Returns:
       `[B, N, C]` outputs in `flat`'s dtype.
     """
-
-    @tf.custom_gradient
-    def forward(flat, gamma, beta):
-        # m = N·C/G values per (example, group).
-        channels_per_group = flat.shape[-1] // groups
-        count = tf.cast(tf.shape(flat)[1], flat.dtype) * channels_per_group
-
-        # Eq. 2 in two passes, μ then σ² = mean((x - μ)²): [B, 1, C] each.
-        mean = _group_mean(flat, groups, count)
-        squares = tf.math.squared_difference(flat, mean)
-        variance = _group_mean(squares, groups, count)
-        inverse_std = tf.math.rsqrt(variance + epsilon)
-
-        # Eqs. 1 and 6 folded: y = x · γ/σ + (β - μ γ/σ).
-        scale = gamma * inverse_std
-        outputs = flat * scale + (beta - mean * scale)
-
-        def backward(upstream):
-            # With x̂ = (x - μ)/σ and means over a group's m values:
-            #   dβ = Σ dy,  dγ = Σ dy x̂,
-            #   dx = (γ dy - mean(γ dy) - x̂ mean(γ dy x̂)) / σ.
-            # Per-channel sums over the N positions first: [B, 1, C].
-            sum_upstream = tf.reduce_sum(upstream, axis=1, keepdims=True)
-            sum_upstream_x = tf.reduce_sum(
-                upstream * flat, axis=1, keepdims=True
-            )
-            sum_upstream_xhat = inverse_std * (
-                sum_upstream_x - mean * sum_upstream
-            )
-
-            # Parameter gradients: [B, 1, C] -> [C].
-            gamma_gradient = tf.reduce_sum(sum_upstream_xhat, axis=[0, 1])
-            beta_gradient = tf.reduce_sum(sum_upstream, axis=[0, 1])
-
-            # Group means of γ dy and γ dy x̂: [B, 1, C].
-            mean_upstream = (
-                _sum_within_groups(gamma * sum_upstream, groups) / count
-            )
-            mean_upstream_xhat = (
-                _sum_within_groups(gamma * sum_upstream_xhat, groups) / count
-            )
-
-            # dx = dy γ/σ - x k + (μ k - mean(γ dy)/σ), k = mean(γ dy x̂)/σ².
-            x_coefficient = mean_upstream_xhat * tf.square(inverse_std)
-            constant = mean * x_coefficient - mean_upstream * inverse_std
-            input_gradient = upstream * scale - flat * x_coefficient + constant
-            return input_gradient, gamma_gradient, beta_gradient
-
-        return outputs, backward
-
-    return forward(flat, gamma, beta)
+    return tfcv_ops.group_norm(flat, gamma, beta, groups, epsilon)
 
 
 @tf_keras.utils.register_keras_serializable(package="tfcv")
