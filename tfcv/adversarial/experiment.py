@@ -32,8 +32,8 @@ Shapes: `B` images, `S` image side (`S' <= S` after the retina's crop),
 
 Deviations from the paper:
   - Digits (8x8 grey, upsampled to S = 32 pixels, one channel) stand in
-    for ImageNet photos, single digits for the coarse classes (3 vs 8 and
-    1 vs 7 instead of cat vs dog), and tiny CNNs, an MLP and a small
+    for ImageNet photos, single digits for the coarse classes (1 vs 7 and
+    2 vs 5 instead of cat vs dog), and tiny CNNs, an MLP and a small
     residual net trained here in seconds for the ImageNet Inception and
     ResNet models: the experiment must run on a CPU in minutes.
   - Retinal layer: the paper's geometry (a 15.24 cm image at 61 cm) with
@@ -104,7 +104,10 @@ NUM_CLASSES = 10
 RETINA_SUFFIX = "_retina"
 DEFAULT_MEMBERS = ("cnn", "wide_cnn_retina", "mlp", "resnet_retina")
 DEFAULT_HELDOUT = ("lenet", "separable_cnn")
-DEFAULT_GROUPS = (((3,), (8,)), ((1,), (7,)))
+# 1 vs 7 and 2 vs 5: pairs whose difference an upside-down flip moves
+# (3 vs 8 differ by strokes on the left that the flip keeps in place, so
+# flip changes 15-26 % of the held-out predictions there: a weak control).
+DEFAULT_GROUPS = (((1,), (7,)), ((2,), (5,)))
 # Saved models whose settings carry another version are retrained.
 _FORMAT_VERSION = 1
 
