@@ -111,7 +111,7 @@ def test_image_folder_split_and_errors(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--norms=bn,batchnorm"], "unknown normalization 'batchnorm'"),
+        (["--norms=bn,batchnorm"], "unknown value 'batchnorm' in --norms"),
         (["--groups=24"], "'stem_norm' has 32 channels"),
         (["--norms=gn", "--channels_per_group=64"], "'stem_norm' has 32"),
         (["--batch_sizes=4,1"], "BN with 1 image per replica"),

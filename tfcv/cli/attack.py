@@ -49,6 +49,7 @@ from tfcv.adversarial import experiment
 from tfcv.cli.common import MAX_VIRTUAL_CPUS
 from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_writable_directory
+from tfcv.cli.common import flag_definers
 from tfcv.cli.common import write_outputs
 from tfcv.cli.main import UsageError
 
@@ -61,15 +62,7 @@ PERTURBATION_GAIN = 10.0
 
 
 def define_flags(flag_values):
-    def string(name, default, help_text):
-        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-    def integer(name, default, help_text):
-        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-
-    def real(name, default, help_text):
-        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-
+    string, integer, real = flag_definers(flag_values)
     string(
         "output_dir",
         None,

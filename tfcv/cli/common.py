@@ -213,3 +213,22 @@ def write_outputs(output_dir, files):
         for path in written:
             os.remove(path)
         raise
+
+
+def flag_definers(flag_values):
+    """`(string, integer, real)`: flag definers bound to `flag_values`.
+
+    Each takes `(name, default, help_text)`, e.g.
+    `string, integer, real = flag_definers(flag_values)`.
+    """
+
+    def string(name, default, help_text):
+        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+    def integer(name, default, help_text):
+        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+
+    def real(name, default, help_text):
+        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+
+    return string, integer, real

@@ -38,6 +38,8 @@ from tfcv.cli.common import MAX_VIRTUAL_CPUS
 from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
+from tfcv.cli.common import flag_definers
+from tfcv.cli.common import parse_list
 from tfcv.cli.common import write_outputs
 from tfcv.cli.main import UsageError
 from tfcv.groupnorm import sweep
@@ -50,15 +52,7 @@ MAX_EPOCHS = 10000
 
 
 def define_flags(flag_values):
-    def string(name, default, help_text):
-        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-    def integer(name, default, help_text):
-        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-
-    def real(name, default, help_text):
-        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-
+    string, integer, real = flag_definers(flag_values)
     string(
         "output_dir",
         None,
@@ -156,26 +150,10 @@ def _integers(flag_values, name, minimum, maximum, allow_empty=False):
     return values
 
 
-def _norms(flag_values):
-    text = flag_values.norms.strip()
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--norms must name at least one normalization.")
-    for name in names:
-        if name not in NORMALIZATIONS:
-            raise UsageError(
-                f"--norms: unknown normalization {name!r}; choose among "
-                f"{', '.join(NORMALIZATIONS)}."
-            )
-    if len(set(names)) != len(names):
-        raise UsageError(f"--norms lists a normalization twice: {text!r}.")
-    return names
-
-
 def sweep_config(flag_values):
     """The `SweepConfig` the flags describe (flags already validated)."""
     variants = []
-    for norm in _norms(flag_values):
+    for norm in parse_list(flag_values, "norms", NORMALIZATIONS):
         if norm == "gn":
             for groups in _integers(flag_values, "groups", 1, 4096):
                 variants.append(sweep.Variant("gn", groups=groups))
@@ -219,7 +197,10 @@ def validate(flag_values):
         raise UsageError(
             f"--image_size must be in 4..256, got {flag_values.image_size}."
         )
-    if "gn" not in _norms(flag_values) and flag_values.groups != "32":
+    if (
+        "gn" not in parse_list(flag_values, "norms", NORMALIZATIONS)
+        and flag_values.groups != "32"
+    ):
         raise UsageError("--groups is only used with gn in --norms.")
     replicas = flag_values.virtual_cpus
     if not 1 <= replicas <= MAX_VIRTUAL_CPUS:

@@ -41,6 +41,7 @@ from tfcv.cli.common import check_step_sizes
 from tfcv.cli.common import check_strategy_flags
 from tfcv.cli.common import check_writable_directory
 from tfcv.cli.common import define_strategy_flags
+from tfcv.cli.common import flag_definers
 from tfcv.cli.common import grey_tiles_png
 from tfcv.cli.common import parse_list
 from tfcv.cli.common import write_outputs
@@ -55,12 +56,7 @@ MAX_BANDWIDTH = 128
 
 
 def define_flags(flag_values):
-    def string(name, default, help_text):
-        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-    def integer(name, default, help_text):
-        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-
+    string, integer, _ = flag_definers(flag_values)
     string(
         "output_dir",
         None,

@@ -27,6 +27,7 @@ from absl import logging
 
 from tfcv.cli.common import MAX_VIRTUAL_CPUS
 from tfcv.cli.common import check_writable_directory
+from tfcv.cli.common import flag_definers
 from tfcv.cli.main import UsageError
 from tfcv.data import DATASETS
 from tfcv.models import MODELS
@@ -54,15 +55,7 @@ SIGTERM_EXIT_CODE = 143
 
 
 def define_flags(flag_values):
-    def string(name, default, help_text):
-        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-
-    def integer(name, default, help_text):
-        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-
-    def real(name, default, help_text):
-        flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-
+    string, integer, real = flag_definers(flag_values)
     string(
         "model_dir",
         None,
