@@ -409,8 +409,13 @@ def figure1_png(summary, batch_sizes):
                 [cells.get(b, (0, 0.0))[1] for b in batch_sizes],
             )
         )
+    runs = max(
+        (cell[2] for cells in summary.values() for cell in cells.values()),
+        default=0,
+    )
+    title = f"test error, mean ± std over {runs} seed(s)"
     image = line_plot(
-        [("test error vs batch size", series)],
+        [(title, series)],
         "images per replica",
         "error (%)",
         x_tick_labels=labels,
