@@ -16,6 +16,7 @@ from conftest import REPO
 from conftest import tfcv_command
 from PIL import Image
 
+from tfcv.adversarial import classifiers
 from tfcv.adversarial import experiment
 from tfcv.cli.main import run_command
 
@@ -161,7 +162,7 @@ def test_model_dir_is_loaded_when_settings_match(tiny_run):
     report = json.loads((output / "results.json").read_text())
     data = experiment.load_data(16, images_per_class=2)
 
-    loaded = experiment.load_or_train(
+    loaded = classifiers.load_or_train(
         ["cnn_retina", "lenet"],
         _tiny_config(),
         data,
@@ -174,7 +175,7 @@ def test_model_dir_is_loaded_when_settings_match(tiny_run):
         saved = report["models"][classifier.name]
         assert 100 * classifier.accuracy == pytest.approx(saved["accuracy_pct"])
     # Another seed is another classifier: trained, not loaded.
-    (retrained,) = experiment.load_or_train(
+    (retrained,) = classifiers.load_or_train(
         ["lenet"],
         _tiny_config(seed=5),
         data,
@@ -188,7 +189,7 @@ def test_model_dir_is_loaded_when_settings_match(tiny_run):
 
 def test_training_batches_hold_each_image_and_its_rescaled_copy():
     images = tf.constant([[[[0.0]]], [[[255.0]]]])
-    add = experiment._with_rescaled_copies((40.0, 215.0))
+    add = classifiers._with_rescaled_copies((40.0, 215.0))
 
     both, labels = add(images, tf.constant([3, 8]))
 

@@ -11,10 +11,6 @@ from tfcv.adversarial.attack import FALSE_CONFIG
 from tfcv.adversarial.attack import VALUE_RANGE
 from tfcv.adversarial.attack import AttackConfig
 from tfcv.adversarial.attack import AttackResult
-from tfcv.adversarial.attack import adv_condition
-from tfcv.adversarial.attack import false_condition
-from tfcv.adversarial.attack import flip_condition
-from tfcv.adversarial.attack import image_condition
 from tfcv.adversarial.attack import rescale_intensity
 from tfcv.adversarial.attack import targeted_attack
 from tfcv.adversarial.coarse import coarse_log_probabilities
@@ -22,6 +18,10 @@ from tfcv.adversarial.coarse import coarse_logits
 from tfcv.adversarial.coarse import group_membership
 from tfcv.adversarial.coarse import target_coarse_logits
 from tfcv.adversarial.coarse import validate_groups
+from tfcv.adversarial.conditions import adv_condition
+from tfcv.adversarial.conditions import false_condition
+from tfcv.adversarial.conditions import flip_condition
+from tfcv.adversarial.conditions import image_condition
 from tfcv.adversarial.ensemble import Ensemble
 from tfcv.adversarial.ensemble import Member
 from tfcv.adversarial.ensemble import coarse_ensemble_loss

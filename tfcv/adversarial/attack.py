@@ -1,14 +1,13 @@
-"""The iterative targeted attack on an ensemble, and the four conditions.
+"""The iterative targeted attack on an ensemble.
 
 Reference: Elsayed et al. (2018), "Adversarial Examples that Fool both
 Computer Vision and Time-Limited Humans", arXiv:1802.08195: Eq. 7 and
 Appendix D (the attack with α = 2, the final rescale to ‖δ‖∞ = ε, the keep
 rule: all 10 members fooled for adv, at least 7 of 10 for false), §3.1.3
-(every perturbation has ‖δ‖∞ = ε) and §3.2.2 (the conditions image, adv,
-flip and false; ε = 32 and 40; images rescaled to [40, 215] first). The
-attack is the iterative targeted method of Kurakin et al. (2016),
-arXiv:1607.02533, run on the ensemble objective J of
-`tfcv.adversarial.ensemble`:
+(every perturbation has ‖δ‖∞ = ε) and §3.2.2 (ε = 32 for adv and 40 for
+false; images rescaled to [40, 215] first). The attack is the iterative
+targeted method of Kurakin et al. (2016), arXiv:1607.02533, run on the
+ensemble objective J of `tfcv.adversarial.ensemble`:
 
   X_0 = X,
   X_{n+1} = clip_[0,255](clip_[X-ε, X+ε](X_n - α sign(∇_X J(X_n | y)))),
@@ -24,19 +23,8 @@ The whole batch runs in one `tf.function`, cached per ensemble, groups and
 keep rule; ε, α and N are tensor arguments, so new values do not retrace.
 Call the public functions eagerly: they check their inputs in Python.
 
-Conditions (§3.2.2), all on the [0, 255] scale:
-  image: the clean image rescaled to [40, 215] (`image_condition`).
-  adv:   image + δ_adv, pushed to the other class of its group, ε = 32,
-         kept when every member is fooled (`adv_condition`).
-  flip:  image + δ_adv flipped upside down (along H), clipped to
-         [0, 255] (`flip_condition`): the same perturbation statistics
-         without the attack.
-  false: an image from no group class, pushed toward a group class,
-         ε = 40, kept when at least 7 of 10 members are fooled
-         (`false_condition`).
-
-The conditions live here too, beside the attack they wrap (hence the
-file's length).
+The conditions image, adv, flip and false that wrap this attack are in
+`tfcv.adversarial.conditions`.
 
 Shapes: `B` batch, `H W C` images, `M` members, `K` fine classes, `G`
 coarse classes.
@@ -56,8 +44,6 @@ Deviations from the paper:
     clip changes nothing. An example whose perturbation still misses
     ‖δ‖∞ = ε (a zero perturbation, or one shortened by that clip) is not
     kept, since §3.1.3 fixes every perturbation's norm at ε.
-  - The paper does not say whether flip images are clipped; they are
-    clipped to [0, 255] here (a no-op within [40, 215] and ε ≤ 40).
   - `loss="fine"` (fine-class targets, no coarse classes) is not in the
     paper; it checks this attack against other implementations of the
     iterative method.
@@ -81,10 +67,6 @@ __all__ = [
     "VALUE_RANGE",
     "AttackConfig",
     "AttackResult",
-    "adv_condition",
-    "false_condition",
-    "flip_condition",
-    "image_condition",
     "rescale_intensity",
     "targeted_attack",
 ]
@@ -544,96 +526,3 @@ def targeted_attack(
         kept=kept,
         steps=steps.numpy(),
     )
-
-
-def image_condition(images, config: AttackConfig = ADV_CONFIG) -> np.ndarray:
-    """The image condition: clean `[B, H, W, C]` images, rescaled.
-
-    Returns the images rescaled to `config.intensity_range` (unchanged
-    when it is `None`), as float32 NumPy: the X that adv and flip add
-    their perturbations to.
-    """
-    images = _as_images(images)
-    if config.intensity_range is not None:
-        images = rescale_intensity(images, config.intensity_range)
-    return images.numpy()
-
-
-def adv_condition(
-    ensemble: Ensemble,
-    images,
-    targets,
-    groups,
-    config: AttackConfig = ADV_CONFIG,
-) -> AttackResult:
-    """The adv condition: `targeted_attack` with ε = 32, all members fooled.
-
-    `targets` should name, for each image, the other coarse class of its
-    group (a cat image gets the dog class).
-    """
-    return targeted_attack(ensemble, images, targets, groups, config)
-
-
-def flip_condition(result: AttackResult) -> np.ndarray:
-    """The flip condition: X + δ_adv flipped upside down, in [0, 255].
-
-    Args:
-      result: the adv condition's `AttackResult`.
-
-    Returns:
-      `[B, H, W, C]` float32: `clip(X + δ[:, ::-1], 0, 255)`, the
-      perturbation reversed along the height axis.
-    """
-    # Reverse H in [B, H, W, C].
-    flipped = result.perturbations[:, ::-1]
-    return np.clip(result.images + flipped, *VALUE_RANGE).astype(np.float32)
-
-
-def false_condition(
-    ensemble: Ensemble,
-    images,
-    labels,
-    targets,
-    groups,
-    config: AttackConfig = FALSE_CONFIG,
-) -> AttackResult:
-    """The false condition: images from no group, pushed to a group class.
-
-    Args:
-      ensemble: the `Ensemble` to fool.
-      images: `[B, H, W, C]` clean images on the [0, 255] scale.
-      labels: `[B]` their true fine class ids, none of them in `groups`.
-      targets: `[B]` coarse class ids in `[0, G)`.
-      groups: `G` lists of fine label ids.
-      config: default `FALSE_CONFIG` (ε = 40, 7 of 10 members fooled).
-
-    Raises:
-      ValueError: if an image's label belongs to a group, plus the errors
-        of `targeted_attack`.
-    """
-    if config.loss != "coarse":
-        raise ValueError(
-            "The false condition needs loss='coarse' (targets are coarse "
-            f"classes), got loss={config.loss!r}."
-        )
-    checked = _as_images(images)
-    labels = np.asarray(labels)
-    if labels.shape != (checked.shape[0],):
-        raise ValueError(
-            f"`labels` must have shape ({checked.shape[0]},), one fine class "
-            f"id per image, got shape {labels.shape}."
-        )
-    num_classes = _num_classes(ensemble, checked)
-    check_targets(labels, num_classes, "fine class", "labels")
-    membership = group_membership(groups, num_classes)
-    # [G, K] -> [K]: the coarse class owning each fine label, or -1.
-    owner = np.where(membership.any(axis=0), membership.argmax(axis=0), -1)
-    inside = np.flatnonzero(owner[labels] >= 0)
-    if inside.size:
-        index = int(inside[0])
-        raise ValueError(
-            f"Image {index} has fine label {int(labels[index])}, which "
-            f"belongs to coarse class {int(owner[labels[index]])}; the false "
-            "condition needs images from outside every group."
-        )
-    return targeted_attack(ensemble, images, targets, groups, config)
