@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from tfcv.adversarial import ADV_CONFIG
 from tfcv.adversarial import FALSE_CONFIG
 from tfcv.adversarial import AttackConfig
 from tfcv.adversarial import Ensemble
@@ -420,6 +421,14 @@ def _attack_error(images=None, targets=(1,), groups=((0,), (1,)), **config):
         (lambda: AttackConfig(epsilon=0.0), r"`epsilon` \(ε\) must be"),
         (lambda: AttackConfig(epsilon=-3), r"`epsilon` \(ε\) must be"),
         (lambda: AttackConfig(step_size=0), r"`step_size` \(α\) must be"),
+        (
+            lambda: AttackConfig(epsilon=300),
+            r"`epsilon` \(ε\) must be a number > 0 and <= 255 .* got 300",
+        ),
+        (
+            lambda: AttackConfig(step_size=255.5),
+            r"`step_size` \(α\) must be a number > 0 and <= 255 .* 255.5",
+        ),
         (lambda: AttackConfig(steps=0), r"`steps` \(N\) must be an integer"),
         (lambda: AttackConfig(loss="mse"), "`loss` must be one of"),
         (
@@ -524,3 +533,84 @@ def test_members_must_agree_on_logits():
 def test_bad_types_raise_type_error(call, message):
     with pytest.raises(TypeError, match=message):
         call()
+
+
+def test_epsilon_and_step_size_of_255_are_accepted():
+    config = AttackConfig(epsilon=255, step_size=255)
+
+    assert (config.epsilon, config.step_size) == (255, 255)
+
+
+def _nan_model(images):
+    # [B, H, W, C] -> [B, 2] of NaN
+    return tf.fill([tf.shape(images)[0], 2], np.nan)
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        (Member(_nan_model), "Member 1 returns NaN or infinite logits"),
+        (
+            Member(_nan_model, name="broken"),
+            "Member 1 \\('broken'\\) returns NaN or infinite logits",
+        ),
+        (
+            tf_keras.Sequential(
+                [tf_keras.layers.Lambda(lambda x: x[:, 0, :2, 0] / 0.0)],
+                name="divided",
+            ),
+            "Member 1 \\('divided'\\) returns NaN or infinite logits",
+        ),
+    ],
+)
+def test_member_with_non_finite_logits_is_named(second, message):
+    ensemble = Ensemble([_mean_model(offset=100.0), second])
+    images = np.full([2, 8, 8, 1], 100.0)
+    groups = [[0], [1]]
+
+    with pytest.raises(ValueError, match=message):
+        targeted_attack(ensemble, images, [1, 1], groups, ADV_CONFIG)
+    with pytest.raises(ValueError, match=message):
+        false_condition(ensemble, images, [0, 0], [1, 1], [[1]])
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.full([1, 8, 8, 1], 300.0), r"found values in \[300, 300\]"),
+        (np.full([1, 8, 8, 1], np.nan), "holds NaN or infinite values"),
+        (np.zeros([8, 8, 1]), "must have rank 4"),
+    ],
+)
+def test_ensemble_loss_and_fooled_check_images(images, message):
+    ensemble = Ensemble([_mean_model(offset=100.0)])
+
+    with pytest.raises(ValueError, match=message):
+        ensemble.loss(images, [1], [[0], [1]])
+    with pytest.raises(ValueError, match=message):
+        ensemble.fooled(images, [1])
+
+
+def test_flip_condition_needs_an_attack_result():
+    with pytest.raises(TypeError, match="needs the AttackResult of adv_"):
+        flip_condition(None)
+
+
+def test_coarse_functions_cast_integer_logits_to_float32():
+    logits = np.array([[3, -2, 0, 7, 1, 0, 0, 5, 0, -4]], np.int32)
+    expected, probabilities = _reference_coarse(logits, GROUPS)
+
+    for dtype in (tf.int32, tf.int64):
+        tensor = tf.constant(logits, dtype)
+        actual = coarse_logits(tensor, GROUPS)
+        log_probabilities = coarse_log_probabilities(tensor, GROUPS)
+        per_target = target_coarse_logits(tensor, GROUPS, [1])
+
+        assert actual.dtype == tf.float32
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+        np.testing.assert_allclose(
+            np.exp(log_probabilities), probabilities, atol=1e-6
+        )
+        np.testing.assert_allclose(per_target, expected[:, 1], atol=1e-5)
+    with pytest.raises(TypeError, match="`logits` must be real numbers"):
+        coarse_logits(tf.constant([[True, False]]), [[0]])

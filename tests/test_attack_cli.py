@@ -8,6 +8,8 @@ model folder it leaves is loaded in process; bad input runs in process.
 import json
 import os
 import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from PIL import Image
 
 from tfcv.adversarial import classifiers
 from tfcv.adversarial import experiment
+from tfcv.cli import attack as attack_cli
 from tfcv.cli.main import run_command
 
 TINY = [
@@ -265,3 +268,190 @@ def test_model_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert code == 2
     assert "--model_dir" in capsys.readouterr().err
     assert not output.exists() and target.read_text() == "keep me"
+
+
+def _one_error_line(capsys):
+    """The error line, the last on stderr (after the INFO lines, if any)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("tfcv attack:")]
+    assert errors == lines[-1:], lines
+    return lines[-1]
+
+
+def _save_weights_of(architecture, path):
+    """Writes an untrained `architecture` backbone's weights to `path`."""
+    _, backbone, _ = classifiers.build_classifier(architecture, _tiny_config())
+    backbone.save_weights(str(path))
+
+
+def _corrupt(path):
+    path.write_bytes(b"not an HDF5 file at all")
+
+
+def _truncated(path):
+    _save_weights_of("mlp", path)
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+def _other_architecture(path):
+    _save_weights_of("lenet", path)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [_corrupt, _truncated, _other_architecture],
+    ids=lambda f: f.__name__,
+)
+def test_unloadable_weights_name_the_file_and_the_fix(tmp_path, capsys, spoil):
+    models = tmp_path / "models"
+    models.mkdir()
+    weights = models / "mlp.weights.h5"
+    spoil(weights)
+    before = weights.read_bytes()
+    settings = _tiny_config(members=("mlp",), heldout=()).model_settings("mlp")
+    (models / "mlp.json").write_text(json.dumps({"settings": settings}))
+
+    code = run_command(
+        "attack",
+        [f"--output_dir={tmp_path / 'run'}", f"--model_dir={models}"]
+        + ["--members=mlp", "--heldout="]
+        + TINY[2:],
+    )
+
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert f"{weights} cannot be loaded (" in line, line
+    assert line.endswith(
+        f"); delete it and {models / 'mlp.json'} to retrain."
+    ), line
+    # Refused before training: the file is untouched, nothing written.
+    assert weights.read_bytes() == before
+    assert sorted(os.listdir(models)) == ["mlp.json", "mlp.weights.h5"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "blocked", ["mlp.weights.h5", "mlp.json", ".tmp-mlp.weights.h5"]
+)
+def test_model_file_that_is_a_directory_is_refused_before_training(
+    tmp_path, capsys, blocked
+):
+    models = tmp_path / "models"
+    (models / blocked).mkdir(parents=True)
+
+    code = run_command(
+        "attack",
+        [f"--output_dir={tmp_path / 'run'}", f"--model_dir={models}"]
+        + ["--members=mlp", "--heldout="]
+        + TINY[2:],
+    )
+
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert f"{models / blocked} exists but is not a file" in line, line
+    assert "remove it or pick another model folder" in line
+    # No training ran: nothing was saved and no temporary file is left.
+    assert os.listdir(models) == [blocked]
+
+
+def test_failed_save_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "mlp.weights.h5"
+    target.mkdir()
+    temporary = tmp_path / ".tmp-mlp.weights.h5"
+
+    with pytest.raises(OSError, match=f"{target} could not be written"):
+        classifiers._replace(
+            str(temporary), str(target), lambda path: _corrupt(Path(path))
+        )
+
+    assert sorted(os.listdir(tmp_path)) == ["mlp.weights.h5"]
+
+
+def _attack_result(kept):
+    return SimpleNamespace(kept=np.array(kept, bool))
+
+
+def test_nothing_kept_warning_names_the_flags():
+    line = attack_cli._nothing_kept_line(
+        SimpleNamespace(
+            adv=_attack_result([False] * 8),
+            false=_attack_result([False] * 12),
+        )
+    )
+    assert line == (
+        "No example was kept for adv (0 of 8 attacked) and false (0 of 12 "
+        "attacked); raise --epsilon / --false_epsilon (the number of steps "
+        "grows with ε) or --step_size."
+    )
+    line = attack_cli._nothing_kept_line(
+        SimpleNamespace(
+            adv=_attack_result([False, False]), false=_attack_result([True])
+        )
+    )
+    assert line.startswith("No example was kept for adv (0 of 2 attacked);")
+    assert "--epsilon (" in line and "--false_epsilon" not in line
+    assert (
+        attack_cli._nothing_kept_line(
+            SimpleNamespace(
+                adv=_attack_result([True]), false=_attack_result([])
+            )
+        )
+        is not None
+    )
+    assert (
+        attack_cli._nothing_kept_line(
+            SimpleNamespace(
+                adv=_attack_result([True]), false=_attack_result([True])
+            )
+        )
+        is None
+    )
+
+
+def test_plan_line_counts_loaded_and_trained(tiny_run):
+    _, models, _ = tiny_run
+    config = _tiny_config(heldout=())
+
+    assert attack_cli._plan_line(config, str(models)) == (
+        f"Loading all 3 members and 0 held-out classifiers from {models}."
+    )
+    assert attack_cli._plan_line(
+        _tiny_config(heldout=("separable_cnn",)), str(models)
+    ) == (
+        "Of 3 members and 1 held-out classifiers, loading 3 from "
+        f"{models} and training 1, 1 epochs each."
+    )
+    assert attack_cli._plan_line(config, None) == (
+        "Training 3 members and 0 held-out classifiers, 1 epochs each."
+    )
+
+
+def test_loaded_run_that_keeps_nothing_warns_and_succeeds(
+    tiny_run, tmp_path, capfd
+):
+    _, models, _ = tiny_run
+    output = tmp_path / "run"
+
+    code = run_command(
+        "attack",
+        [f"--output_dir={output}", f"--model_dir={models}"]
+        + ["--members=cnn,mlp,cnn_retina", "--heldout="]
+        + ["--epsilon=0.01", "--false_epsilon=0.01"]
+        + TINY[2:],
+    )
+
+    assert code == 0
+    err = capfd.readouterr().err
+    assert "Loading all 3 members and 0 held-out classifiers" in err
+    assert "Training" not in err
+    groups = json.loads((output / "results.json").read_text())["groups"]
+    empty = [
+        condition
+        for condition in ("adv", "false")
+        if sum(group[f"{condition}_kept"] for group in groups) == 0
+    ]
+    warnings = [line for line in err.splitlines() if "was kept" in line]
+    # ε = 0.01 keeps nothing unless a member is fooled without an attack.
+    assert len(warnings) == (1 if empty else 0), warnings
+    for condition in empty:
+        assert f"{condition} (0 of " in warnings[0]

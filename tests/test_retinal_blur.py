@@ -276,3 +276,22 @@ def test_rejects_bad_input_shapes(shape, message):
 
     with pytest.raises(ValueError, match=message):
         layer.build(shape)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64"])
+def test_rejects_integer_images_instead_of_truncating(dtype):
+    layer = RetinalBlur(cutoff_frequencies=[0.8], crop_fraction=1.0)
+    images = np.full([1, 8, 8, 1], 255, dtype)
+    message = (
+        f"RetinalBlur needs floating-point images, got dtype {dtype}; cast "
+        r"them first, e.g. tf.cast\(images, tf.float32\).$"
+    )
+
+    for inputs in (images, tf.constant(images)):
+        with pytest.raises(TypeError, match=message):
+            layer(inputs)
+    with pytest.raises(TypeError, match=message):
+        layer(tf_keras.Input((8, 8, 1), dtype=dtype))
+    # Cast to float, a constant image stays 255 (no truncation to 254).
+    outputs = layer(tf.cast(images, tf.float32))
+    np.testing.assert_allclose(outputs, 255.0, rtol=1e-6)

@@ -58,7 +58,10 @@ import tensorflow as tf
 
 from tfcv.adversarial.coarse import check_targets
 from tfcv.adversarial.coarse import group_membership
+from tfcv.adversarial.ensemble import VALUE_RANGE
 from tfcv.adversarial.ensemble import Ensemble
+from tfcv.adversarial.ensemble import _as_images
+from tfcv.adversarial.ensemble import finite_logits
 from tfcv.adversarial.ensemble import objective_and_fooled
 
 __all__ = [
@@ -71,8 +74,6 @@ __all__ = [
     "targeted_attack",
 ]
 
-# The declared value range of all images: 8-bit intensities.
-VALUE_RANGE = (0.0, 255.0)
 _LOSSES = ("coarse", "fine")
 
 
@@ -108,10 +109,10 @@ class AttackConfig:
     """Settings of the iterative targeted attack; the defaults are adv's.
 
     Attributes:
-      epsilon: ε, the L∞ bound on the [0, 255] scale, `> 0` (default 32,
-        the adv condition, §3.2.2; false uses 40).
-      step_size: α, the step on the [0, 255] scale, `> 0` (default 2,
-        Appendix D).
+      epsilon: ε, the L∞ bound on the [0, 255] scale, in `(0, 255]`
+        (default 32, the adv condition, §3.2.2; false uses 40).
+      step_size: α, the step on the [0, 255] scale, in `(0, 255]`
+        (default 2, Appendix D).
       steps: N, an `int >= 1`, or `None` (default) for
         `min(ε + 4, ⌈1.25 ε⌉)` (see the module's deviations).
       min_fooled_fraction: keep rule as a fraction of the members in
@@ -144,16 +145,18 @@ class AttackConfig:
     loss: str = "coarse"
 
     def __post_init__(self):
-        if not _is_real(self.epsilon) or self.epsilon <= 0:
+        # Above 255 the ε-ball holds the whole value range, and the
+        # ε-rescale could never reach ‖δ‖∞ = ε: nothing would be kept.
+        if not _is_real(self.epsilon) or not 0 < self.epsilon <= 255:
             raise ValueError(
-                f"`epsilon` (ε) must be a number > 0 on the [0, 255] scale, "
-                f"got {self.epsilon!r}; the paper uses 32 (adv) and 40 "
-                "(false)."
+                "`epsilon` (ε) must be a number > 0 and <= 255 on the "
+                f"[0, 255] scale, got {self.epsilon!r} (the paper uses 32 "
+                "for adv and 40 for false)."
             )
-        if not _is_real(self.step_size) or self.step_size <= 0:
+        if not _is_real(self.step_size) or not 0 < self.step_size <= 255:
             raise ValueError(
-                f"`step_size` (α) must be a number > 0 on the [0, 255] "
-                f"scale, got {self.step_size!r}; the paper uses 2."
+                "`step_size` (α) must be a number > 0 and <= 255 on the "
+                f"[0, 255] scale, got {self.step_size!r} (the paper uses 2)."
             )
         if self.steps is not None and (
             not _is_integer(self.steps) or self.steps < 1
@@ -236,33 +239,6 @@ class AttackResult:
     fooled: np.ndarray
     kept: np.ndarray
     steps: np.ndarray
-
-
-def _as_images(images, name: str = "images", rank: int | None = 4):
-    """`images` as float32, checked for rank and the value range [0, 255]."""
-    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
-    if rank is not None and images.shape.rank != rank:
-        raise ValueError(
-            f"`{name}` must have rank 4 [B, H, W, C], got rank "
-            f"{images.shape.rank} with shape {tuple(images.shape)}; add "
-            "a batch axis (x[None]) or a channel axis (x[..., None])."
-        )
-    if rank is not None and images.shape[0] == 0:
-        raise ValueError(f"`{name}` holds no images (batch size 0).")
-    if not bool(tf.reduce_all(tf.math.is_finite(images))):
-        raise ValueError(
-            f"`{name}` holds NaN or infinite values; pass finite images on "
-            "the [0, 255] scale."
-        )
-    low = float(tf.reduce_min(images))
-    high = float(tf.reduce_max(images))
-    if low < VALUE_RANGE[0] or high > VALUE_RANGE[1]:
-        raise ValueError(
-            f"`{name}` must lie in the value range [0, 255], found values "
-            f"in [{low:g}, {high:g}]; pass 8-bit intensities (multiply "
-            "[0, 1] images by 255)."
-        )
-    return images
 
 
 def rescale_intensity(images, intensity_range=(40.0, 215.0)):
@@ -410,13 +386,12 @@ def _traced_attack(ensemble, membership, required, early_stop, rescale):
 
 
 def _num_classes(ensemble, images) -> int:
-    """`K`, from the members' logits of the first image."""
-    return int(ensemble.fine_logits(images[:1]).shape[-1])
+    """`K`, from the members' (finite) logits of the first image."""
+    return int(finite_logits(ensemble, images[:1]).shape[-1])
 
 
-def _target_sets(ensemble, images, targets, groups, loss):
+def _target_sets(num_classes, targets, groups, loss):
     """Checks targets and groups; the `[G, K]` mask, or `None` (fine)."""
-    num_classes = _num_classes(ensemble, images)
     if loss == "fine":
         if groups is not None:
             raise ValueError(
@@ -460,8 +435,9 @@ def targeted_attack(
 
     Raises:
       TypeError: if `ensemble` or `config` has the wrong type.
-      ValueError: for images of the wrong rank or outside [0, 255],
-        targets that are not `[B]` ids of a coarse (or fine) class, bad
+      ValueError: for images of the wrong rank or outside [0, 255], a
+        member whose logits of the clean images are not finite, targets
+        that are not `[B]` ids of a coarse (or fine) class, bad
         groups, or a keep rule that needs more members than there are.
 
     Example:
@@ -486,13 +462,16 @@ def targeted_attack(
             f"image, got shape {targets.shape}."
         )
 
-    # The target sets: fine classes, or the coarse classes of `groups`.
-    membership = _target_sets(ensemble, images, targets, groups, config.loss)
-    required = config.required_fooled(len(ensemble))
-
     # §3.2.2: clean images in [40, 215], so that X ± ε stays in [0, 255].
     if config.intensity_range is not None:
         images = rescale_intensity(images, config.intensity_range)
+
+    # One eager pass: K, and no member returns NaN or inf on X.
+    num_classes = int(finite_logits(ensemble, images).shape[-1])
+
+    # The target sets: fine classes, or the coarse classes of `groups`.
+    membership = _target_sets(num_classes, targets, groups, config.loss)
+    required = config.required_fooled(len(ensemble))
 
     attack = _traced_attack(
         ensemble,

@@ -53,7 +53,9 @@ __all__ = [
     "Classifier",
     "build_classifier",
     "check_model_names",
+    "check_model_paths",
     "load_or_train",
+    "saved_classifiers",
 ]
 
 NUM_CLASSES = 10
@@ -343,36 +345,122 @@ def _model_paths(model_dir, name):
     )
 
 
-def _load(name, config, model_dir, strategy):
-    """The saved classifier `name` if its settings match, else None."""
+def _saved_matches(name, config, model_dir) -> bool:
+    """Whether `model_dir` holds `name`'s files with matching settings.
+
+    A missing or unreadable `<name>.json` (say, a corrupt one) counts as
+    no match: the classifier is trained again and both files replaced.
+    """
     settings_path, weights_path = _model_paths(model_dir, name)
     if not (os.path.isfile(settings_path) and os.path.isfile(weights_path)):
-        return None
+        return False
     try:
         with open(settings_path) as stream:
             saved = json.load(stream).get("settings")
     except (OSError, ValueError, AttributeError):
+        return False
+    return saved == config.model_settings(name)
+
+
+def saved_classifiers(names, config, model_dir) -> list[str]:
+    """The names among `names` that `load_or_train` will load."""
+    if not model_dir:
+        return []
+    return [name for name in names if _saved_matches(name, config, model_dir)]
+
+
+def _short_reason(error) -> str:
+    """`error`'s first line (at most 100 characters), for one-line errors."""
+    text = str(error).strip()
+    if "shape mismatch" in text.lower():
+        return "shape mismatch: weights of another architecture"
+    reason = (text.splitlines() or [type(error).__name__])[0].strip()
+    return reason if len(reason) <= 100 else reason[:97] + "..."
+
+
+def _load(name, config, model_dir, strategy):
+    """The saved classifier `name` if its settings match, else None.
+
+    Raises:
+      ValueError: if the settings match but the weights cannot be loaded
+        (a corrupt or truncated file, or another architecture's).
+    """
+    if not _saved_matches(name, config, model_dir):
         return None
-    if saved != config.model_settings(name):
-        return None
+    settings_path, weights_path = _model_paths(model_dir, name)
     with strategy.scope():
         preprocess, backbone, model = build_classifier(name, config)
-    backbone.load_weights(weights_path)
+    try:
+        backbone.load_weights(weights_path)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"{weights_path} cannot be loaded ({_short_reason(error)}); "
+            f"delete it and {settings_path} to retrain."
+        ) from None
     return model, {"preprocess": preprocess, "backbone": backbone}
+
+
+def check_model_paths(names, model_dir):
+    """Raises a ValueError if a file to write in `model_dir` is a folder.
+
+    `load_or_train` runs it before any training, so that a finished
+    training run does not fail to save.
+    """
+    for name in names:
+        settings_path, weights_path = _model_paths(model_dir, name)
+        for path in (
+            weights_path,
+            settings_path,
+            _temporary_path(model_dir, os.path.basename(weights_path)),
+            _temporary_path(model_dir, os.path.basename(settings_path)),
+        ):
+            if os.path.lexists(path) and not os.path.isfile(path):
+                raise ValueError(
+                    f"{path} exists but is not a file, so {name} could not "
+                    "be saved there; remove it or pick another model folder."
+                )
+
+
+def _temporary_path(model_dir, file_name):
+    return os.path.join(model_dir, f".tmp-{file_name}")
+
+
+def _replace(temporary, path, write):
+    """Runs `write(temporary)`, then moves it to `path`; no leftovers."""
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        if os.path.isfile(temporary):
+            os.remove(temporary)
+        if not isinstance(error, OSError):
+            raise
+        raise OSError(
+            f"{path} could not be written ({_short_reason(error)}); check "
+            "the model folder's permissions and free space."
+        ) from None
 
 
 def _save(name, config, model_dir, backbone, info):
     """Writes the backbone's weights, then its settings (the commit mark)."""
     settings_path, weights_path = _model_paths(model_dir, name)
-    temporary = os.path.join(model_dir, f".tmp-{name}.weights.h5")
-    backbone.save_weights(temporary)
-    os.replace(temporary, weights_path)
+    _replace(
+        _temporary_path(model_dir, os.path.basename(weights_path)),
+        weights_path,
+        backbone.save_weights,
+    )
     record = {"settings": config.model_settings(name), **info}
-    temporary = os.path.join(model_dir, f".tmp-{name}.json")
-    with open(temporary, "w") as stream:
-        json.dump(record, stream, indent=2, sort_keys=True)
-        stream.write("\n")
-    os.replace(temporary, settings_path)
+
+    def write_settings(temporary):
+        with open(temporary, "w") as stream:
+            json.dump(record, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+
+    _replace(
+        _temporary_path(model_dir, os.path.basename(settings_path)),
+        settings_path,
+        write_settings,
+    )
 
 
 def _top1(model, images, labels, batch_size=256) -> float:
@@ -413,10 +501,16 @@ def load_or_train(
 
     Returns:
       The `Classifier`s, in the order of `names`.
+
+    Raises:
+      ValueError: before any training, if a file to write in `model_dir`
+        exists but is not a file (a folder); or if matching weights cannot
+        be loaded (corrupt, truncated or another architecture's).
     """
     strategy = strategy or tf.distribute.get_strategy()
     if model_dir:
         os.makedirs(model_dir, exist_ok=True)
+        check_model_paths(names, model_dir)
     rescaled = image_condition(data["test_images"], config.adv)
     classifiers = []
     for name in names:

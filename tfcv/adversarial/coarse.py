@@ -148,6 +148,19 @@ def group_membership(groups, num_classes: int) -> np.ndarray:
     return membership
 
 
+def _as_logits(logits):
+    """`logits` as a float tensor: integer logits become float32."""
+    logits = tf.convert_to_tensor(logits)
+    if logits.dtype.is_integer:
+        return tf.cast(logits, tf.float32)
+    if not logits.dtype.is_floating:
+        raise TypeError(
+            f"`logits` must be real numbers, got dtype {logits.dtype.name}; "
+            "pass float logits, e.g. tf.cast(logits, tf.float32)."
+        )
+    return logits
+
+
 def _num_classes(logits) -> int:
     """`K`, the static size of the last axis of `logits`."""
     if logits.shape.rank is None or logits.shape.rank < 1:
@@ -196,7 +209,8 @@ def coarse_logits(logits, groups):
     """Coarse logits F(y | X) of every coarse class (Eq. 6).
 
     Args:
-      logits: `[..., K]` fine logits (float16/32/64), e.g. `[B, K]`.
+      logits: `[..., K]` fine logits (float16/32/64; integer logits are
+        cast to float32), e.g. `[B, K]`.
       groups: `G` lists of fine label ids (see `validate_groups`).
 
     Returns:
@@ -210,7 +224,7 @@ def coarse_logits(logits, groups):
       >>> coarse_logits(tf.zeros([1, 4]), [[0, 1]])
       <tf.Tensor: ... numpy=array([[0.]], dtype=float32)>
     """
-    logits = tf.convert_to_tensor(logits)
+    logits = _as_logits(logits)
     membership = group_membership(groups, _num_classes(logits))
     return _coarse_logits_from_mask(logits, tf.constant(membership))
 
@@ -233,7 +247,7 @@ def coarse_log_probabilities(logits, groups):
       >>> tf.exp(coarse_log_probabilities(tf.zeros([1, 4]), [[0, 1], [2]]))
       <tf.Tensor: ... numpy=array([[0.5 , 0.25]], dtype=float32)>
     """
-    logits = tf.convert_to_tensor(logits)
+    logits = _as_logits(logits)
     membership = group_membership(groups, _num_classes(logits))
     # [..., K] -> [..., 1, K], broadcast against [G, K] -> [..., G, K]
     inside = _masked_logsumexp(
@@ -262,7 +276,7 @@ def target_coarse_logits(logits, groups, targets):
       >>> target_coarse_logits(tf.zeros([2, 3]), [[0], [1, 2]], [0, 1])
       <tf.Tensor: ... numpy=array([-0.6931472,  0.6931472], dtype=float32)>
     """
-    logits = tf.convert_to_tensor(logits)
+    logits = _as_logits(logits)
     membership = group_membership(groups, _num_classes(logits))
     targets = np.asarray(targets)
     check_targets(targets, len(membership), "coarse class")

@@ -85,7 +85,16 @@ def flip_condition(result: AttackResult) -> np.ndarray:
     Returns:
       `[B, H, W, C]` float32: `clip(X + δ[:, ::-1], 0, 255)`, the
       perturbation reversed along the height axis.
+
+    Raises:
+      TypeError: if `result` is not an `AttackResult`.
     """
+    if not isinstance(result, AttackResult):
+        raise TypeError(
+            "flip_condition needs the AttackResult of adv_condition, got "
+            f"{type(result).__name__}; call flip_condition(adv_condition("
+            "ensemble, images, targets, groups))."
+        )
     # Reverse H in [B, H, W, C].
     flipped = result.perturbations[:, ::-1]
     return np.clip(result.images + flipped, *VALUE_RANGE).astype(np.float32)

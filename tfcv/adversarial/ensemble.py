@@ -53,13 +53,45 @@ from tfcv.adversarial.coarse import check_targets
 from tfcv.adversarial.coarse import group_membership
 
 __all__ = [
+    "VALUE_RANGE",
     "Ensemble",
     "Member",
     "coarse_ensemble_loss",
     "fine_ensemble_loss",
+    "finite_logits",
     "inception_preprocess",
     "objective_and_fooled",
 ]
+
+# The declared value range of all images: 8-bit intensities.
+VALUE_RANGE = (0.0, 255.0)
+
+
+def _as_images(images, name: str = "images", rank: int | None = 4):
+    """`images` as float32, checked for rank and the value range [0, 255]."""
+    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    if rank is not None and images.shape.rank != rank:
+        raise ValueError(
+            f"`{name}` must have rank 4 [B, H, W, C], got rank "
+            f"{images.shape.rank} with shape {tuple(images.shape)}; add "
+            "a batch axis (x[None]) or a channel axis (x[..., None])."
+        )
+    if rank is not None and images.shape[0] == 0:
+        raise ValueError(f"`{name}` holds no images (batch size 0).")
+    if not bool(tf.reduce_all(tf.math.is_finite(images))):
+        raise ValueError(
+            f"`{name}` holds NaN or infinite values; pass finite images on "
+            "the [0, 255] scale."
+        )
+    low = float(tf.reduce_min(images))
+    high = float(tf.reduce_max(images))
+    if low < VALUE_RANGE[0] or high > VALUE_RANGE[1]:
+        raise ValueError(
+            f"`{name}` must lie in the value range [0, 255], found values "
+            f"in [{low:g}, {high:g}]; pass 8-bit intensities (multiply "
+            "[0, 1] images by 255)."
+        )
+    return images
 
 
 def inception_preprocess(images):
@@ -300,8 +332,12 @@ class Ensemble:
 
         Returns:
           `[B]` losses.
+
+        Raises:
+          ValueError: for images of the wrong rank or outside [0, 255],
+            bad targets or bad groups.
         """
-        fine_logits = self.fine_logits(images)
+        fine_logits = self.fine_logits(_as_images(images))
         targets, membership = self._targets_and_membership(
             fine_logits, targets, groups
         )
@@ -312,8 +348,45 @@ class Ensemble:
 
         Arguments as for `loss`.
         """
-        fine_logits = self.fine_logits(images)
+        fine_logits = self.fine_logits(_as_images(images))
         targets, membership = self._targets_and_membership(
             fine_logits, targets, groups
         )
         return objective_and_fooled(fine_logits, targets, membership)[1]
+
+
+def _member_label(index, member) -> str:
+    """`Member 1 ('mlp')`, or `Member 1` for an unnamed model."""
+    name = member.name or getattr(member.model, "name", "")
+    if isinstance(name, str) and name:
+        return f"Member {index} ({name!r})"
+    return f"Member {index}"
+
+
+def finite_logits(ensemble, images):
+    """`ensemble.fine_logits(images)`, eagerly checked to be finite.
+
+    Args:
+      ensemble: an `Ensemble`.
+      images: `[B, H, W, C]` float32 images on the [0, 255] scale.
+
+    Returns:
+      `[M, B, K]` logits.
+
+    Raises:
+      ValueError: naming the first member with a NaN or infinite logit.
+    """
+    fine_logits = ensemble.fine_logits(images)
+    if not fine_logits.dtype.is_floating:
+        return fine_logits
+    # [M, B, K] -> [M]
+    finite = tf.reduce_all(tf.math.is_finite(fine_logits), axis=[1, 2])
+    for index, ok in enumerate(finite.numpy()):
+        if not ok:
+            raise ValueError(
+                f"{_member_label(index, ensemble.members[index])} returns "
+                "NaN or infinite logits on the clean images, so the attack "
+                "could not fool it; check the model's weights and its "
+                "preprocessing."
+            )
+    return fine_logits

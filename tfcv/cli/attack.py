@@ -270,6 +270,11 @@ def validate(flag_values):
     experiment_config(flag_values)
     if flag_values.model_dir:
         check_writable_directory(flag_values.model_dir, "model_dir")
+        # Before any training: a folder where a file is to be saved.
+        classifiers.check_model_paths(
+            _names(flag_values, "members") + _names(flag_values, "heldout"),
+            flag_values.model_dir,
+        )
     check_writable_directory(flag_values.output_dir, "output_dir")
 
 
@@ -331,6 +336,44 @@ def _settings(config, flag_values):
     return settings
 
 
+def _plan_line(config, model_dir):
+    """How many classifiers are loaded from `model_dir`, how many trained."""
+    names = list(config.members) + list(config.heldout)
+    count = (
+        f"{len(config.members)} members and {len(config.heldout)} held-out "
+        "classifiers"
+    )
+    loaded = len(classifiers.saved_classifiers(names, config, model_dir))
+    if not loaded:
+        return f"Training {count}, {config.epochs} epochs each."
+    trained = len(names) - loaded
+    if not trained:
+        return f"Loading all {count} from {model_dir}."
+    return (
+        f"Of {count}, loading {loaded} from {model_dir} and training "
+        f"{trained}, {config.epochs} epochs each."
+    )
+
+
+def _nothing_kept_line(result):
+    """A warning if adv or false kept no example, else None."""
+    empty = []
+    for condition, flag in (("adv", "epsilon"), ("false", "false_epsilon")):
+        kept = getattr(result, condition).kept
+        if not kept.any():
+            empty.append((condition, len(kept), flag))
+    if not empty:
+        return None
+    counts = " and ".join(
+        f"{condition} (0 of {total} attacked)" for condition, total, _ in empty
+    )
+    raise_flags = " / ".join(f"--{flag}" for _, _, flag in empty)
+    return (
+        f"No example was kept for {counts}; raise {raise_flags} (the "
+        "number of steps grows with ε) or --step_size."
+    )
+
+
 def main(flag_values):
     from tfcv.training.strategy import make_strategy
 
@@ -350,12 +393,7 @@ def main(flag_values):
             classifier.parameters,
         )
 
-    logging.info(
-        "Training %d members and %d held-out classifiers, %d epochs each.",
-        len(config.members),
-        len(config.heldout),
-        config.epochs,
-    )
+    logging.info(_plan_line(config, flag_values.model_dir))
     result = experiment.run_experiment(
         config,
         strategy=strategy,
@@ -364,6 +402,9 @@ def main(flag_values):
     )
     seconds = time.time() - started
     metrics = result.metrics
+    warning = _nothing_kept_line(result)
+    if warning:
+        logging.warning(warning)
     command = _command(flag_values)
     report = {
         "settings": _settings(config, flag_values),

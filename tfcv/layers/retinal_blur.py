@@ -232,7 +232,9 @@ class RetinalBlur(tf_keras.layers.Layer):
       interpolation_weights: `[K, M, M]` weights of the kept pixels.
 
     Call arguments:
-      inputs: `[B, N, N, C]` images, `N >= 4` static. The FFT runs in
+      inputs: `[B, N, N, C]` floating-point images, `N >= 4` static
+        (integer images raise a TypeError: cast them to float first).
+        The FFT runs in
         float32 (complex64) under float16 and bfloat16 policies too, and
         in float64 for a layer of dtype float64.
 
@@ -351,6 +353,19 @@ class RetinalBlur(tf_keras.layers.Layer):
         self._filters = _gaussian_filters(size, bank)
         self._margin = margin
         super().build(input_shape)
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked before Keras wraps errors of `call` in several lines.
+        dtype = getattr(inputs, "dtype", None)
+        if dtype is not None and not tf.as_dtype(dtype).is_floating:
+            # Casting the float output back to an integer dtype would
+            # truncate it (255 -> 254), so integer images are refused.
+            raise TypeError(
+                f"{type(self).__name__} needs floating-point images, got "
+                f"dtype {tf.as_dtype(dtype).name}; cast them first, e.g. "
+                "tf.cast(images, tf.float32)."
+            )
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         size = inputs.shape[1]

@@ -1,4 +1,4 @@
-"""ResNet-50/101 with a pluggable normalization, as Group Normalization uses them.
+"""ResNet-50/101 with pluggable normalization, as Group Normalization uses them.
 
 References: He, Zhang, Ren, Sun (2016), "Deep Residual Learning for Image
 Recognition", arXiv:1512.03385, Table 1 (bottleneck blocks, depths 3-4-6-3
