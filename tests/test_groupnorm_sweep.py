@@ -119,6 +119,7 @@ def test_image_folder_split_and_errors(tmp_path):
         (["--learning_rate=0"], "--learning_rate"),
         (["--weight_decay=-1"], "--weight_decay"),
         (["--epochs=0"], "--epochs"),
+        (["--norms=frozen_bn"], "frozen_bn (BN*) normalizes with statistics"),
         (["--image_folder=/nonexistent/folder"], "not a directory"),
     ],
 )
@@ -150,3 +151,10 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     assert result.returncode == 2
     assert "output_dir" in result.stderr
     assert target.read_text() == "keep me"
+
+
+def test_warm_up_is_at_most_a_fifth_of_a_short_run():
+    config = sweep.SweepConfig(epochs=1)
+    rate, schedule = sweep._learning_rate_schedule(config, 32, 100)
+    assert schedule.warmup == 20
+    assert float(schedule(25)) == pytest.approx(rate)

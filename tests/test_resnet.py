@@ -218,3 +218,50 @@ def test_bn_statistics_are_per_replica_under_mirrored(mirrored_strategy):
         for v in mirrored_strategy.experimental_local_results(layer.moving_mean)
     ]
     assert replicas == [0.0, 4.0]
+
+
+def test_config_takes_numpy_numbers_and_refuses_conflicts():
+    config = resnet.reduced_config(
+        "gn", groups=np.int64(16), weight_decay=np.float32(1e-4)
+    )
+    assert config.groups == 16 and isinstance(config.weight_decay, float)
+    with pytest.raises(ValueError, match="conflicts with"):
+        resnet.reduced_config("gn", groups=16, channels_per_group=16)
+    with pytest.raises(ValueError, match="True or False"):
+        resnet.reduced_config("gn", decay_normalization="no")
+    with pytest.raises(ValueError, match="integers >= 1"):
+        resnet.bottleneck_block_3d(tf_keras.Input((2, 4, 4, 8)), 0)
+    # A dict config works for the 3D block as for `resnet`.
+    outputs = resnet.bottleneck_block_3d(
+        tf_keras.Input((2, 4, 4, 8)), 8, config={"norm": "bn"}
+    )
+    assert outputs.shape[-1] == 32
+
+
+def test_bn_arguments_are_checked():
+    with pytest.raises(ValueError, match="momentum"):
+        BatchNormalization(momentum=2.0)
+    with pytest.raises((ValueError, TypeError), match="epsilon"):
+        BatchNormalization(epsilon=float("nan"))
+
+
+def test_synchronized_bn_accepts_one_image_per_replica_on_two(
+    mirrored_strategy,
+):
+    with mirrored_strategy.scope():
+        layer = BatchNormalization(synchronized=True)
+        layer.build([None, 2, 2, 1])
+    data = np.arange(8, dtype=np.float32).reshape([2, 2, 2, 1])
+    dataset = tf.data.Dataset.from_tensors(data)
+    batch = next(
+        iter(mirrored_strategy.experimental_distribute_dataset(dataset))
+    )
+
+    @tf.function
+    def step(x):
+        return mirrored_strategy.run(lambda v: layer(v, training=True), (x,))
+
+    outputs = mirrored_strategy.experimental_local_results(step(batch))
+    # Global statistics over both replicas' images: mean 0 overall.
+    total = np.concatenate([o.numpy() for o in outputs])
+    np.testing.assert_allclose(total.mean(), 0.0, atol=1e-5)

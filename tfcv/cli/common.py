@@ -122,11 +122,11 @@ def check_step_sizes(flag_values, names):
             )
 
 
-def define_strategy_flags(flag_values, strategies):
+def define_strategy_flags(flag_values, strategies, default="mirrored"):
     """--strategy, --virtual_cpus and --tpu of the experiment commands."""
     flags.DEFINE_enum(
         "strategy",
-        "mirrored",
+        default,
         list(strategies),
         "tf.distribute strategy.",
         flag_values=flag_values,

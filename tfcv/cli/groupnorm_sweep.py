@@ -121,9 +121,9 @@ def define_flags(flag_values):
         8,
         "Side images are resized to (the digits are 8x8).",
     )
-    define_strategy_flags(flag_values, STRATEGIES)
-    flag_values["strategy"].default = "default"
-    flag_values["strategy"].value = "default"
+    # One device by default: the fastest; --strategy=mirrored runs real
+    # replicas (BN statistics per replica, global batch = replicas × B).
+    define_strategy_flags(flag_values, STRATEGIES, default="default")
 
 
 def _integers(flag_values, name, minimum, maximum, allow_empty=False):
@@ -217,7 +217,10 @@ def validate(flag_values):
             "one sub-folder of images per class, or leave it out for the "
             "digits."
         )
-    sweep.check_sweep(config, 1, 10**9, 10)
+    replicas = (
+        flag_values.virtual_cpus if flag_values.strategy == "mirrored" else 1
+    )
+    sweep.check_sweep(config, replicas, 10**9, 10)
     check_writable_directory(flag_values.output_dir, "output_dir")
 
 
@@ -349,8 +352,8 @@ def main(flag_values):
         for variant, e in effects.items()
     ]
     markdown = (
-        "# BN vs GN against the batch per replica (Group Normalization "
-        "Table 2, Fig. 1)\n\n"
+        "# Normalizations against the batch per replica (Group "
+        "Normalization Table 2 and Fig. 1; Table 3 for group sweeps)\n\n"
         f"Reduced ResNet, {config.epochs} epochs, SGD momentum "
         f"{config.momentum} with lr {config.base_learning_rate:g} x B/32, "
         f"weight decay {config.weight_decay:g}, {replicas} replica(s); "

@@ -149,7 +149,17 @@ def check_sweep(config, replicas, train_examples, num_classes):
     """
     for variant in config.variants:
         config.model_config(variant, num_classes)
-        if variant.norm in ("bn", "sync_bn") and 1 in config.batch_sizes:
+        if variant.norm == "frozen_bn":
+            raise ValueError(
+                "frozen_bn (BN*) normalizes with statistics loaded from a "
+                "trained BN model; trained from scratch it has none (μ = 0, "
+                "σ = 1), so the sweep cannot compare it. Use bn, sync_bn, "
+                "gn, ln or in."
+            )
+        alone = variant.norm == "bn" or (
+            variant.norm == "sync_bn" and replicas == 1
+        )
+        if alone and 1 in config.batch_sizes:
             raise ValueError(
                 f"{variant.label} with 1 image per replica is meaningless: "
                 "its batch statistics would be one image's own, so it "
@@ -203,7 +213,9 @@ def _learning_rate_schedule(config, global_batch, total_steps):
     boundaries = sorted(
         {max(1, int(round(total_steps * point))) for point in DECAY_POINTS}
     )
-    warmup = int(round(total_steps * config.warmup_epochs / config.epochs))
+    # At most a fifth of the run, so that a short run still reaches `rate`.
+    fraction = min(config.warmup_epochs / config.epochs, 0.2)
+    warmup = int(round(total_steps * fraction))
     return rate, WarmupStepDecay(rate, warmup, boundaries)
 
 
@@ -359,7 +371,9 @@ def markdown_table(summary, batch_sizes, command="", seconds=None):
         for batch in batch_sizes:
             if batch in cells:
                 mean, std, runs = cells[batch]
-                row.append(f"{mean:.2f} ± {std:.2f}")
+                row.append(
+                    f"{mean:.2f} ± {std:.2f}" if runs > 1 else f"{mean:.2f}"
+                )
             else:
                 row.append("–")
         lines.append("| " + " | ".join(row) + " |")

@@ -14,8 +14,10 @@ image — BN degenerates into normalizing each image by itself, at positions
 where the map is 1×1 it outputs β whatever the input, and the moving
 averages it accumulates match nothing seen at test time. Group
 normalization does not depend on the batch and is the fix the GN paper
-proposes. With `synchronized=True` the statistics are taken over the global
-batch (all replicas); otherwise each replica uses its own examples, as the
+proposes. The check needs the batch size at trace time (eager calls, or a
+`tf.function` traced with a fixed batch, as `drop_remainder=True` input
+pipelines give); a batch axis of unknown size is not checked. With
+`synchronized=True` the statistics are taken over the global batch (all replicas); otherwise each replica uses its own examples, as the
 paper's BN baseline does ("computed within each GPU", §4.1).
 
 `FrozenBatchNormalization` is BN*: it always normalizes with its stored
@@ -29,7 +31,13 @@ Shapes: inputs `[B, ..., C]`, statistics over every axis but the last.
 Deviations from the paper: None.
 """
 
+import math
+import numbers
+
+import tensorflow as tf
 import tf_keras
+
+from tfcv.layers.validation import check_epsilon
 
 # GN paper §4.1 follows fb.resnet.torch (its ref. [17]), whose batch
 # normalization uses ε = 1e-5 and a moving-average momentum of 0.9.
@@ -71,6 +79,17 @@ class BatchNormalization(tf_keras.layers.BatchNormalization):
         **kwargs,
     ):
         kwargs.pop("axis", None)
+        check_epsilon(epsilon)
+        if (
+            isinstance(momentum, bool)
+            or not isinstance(momentum, numbers.Real)
+            or not (math.isfinite(momentum) and 0 <= momentum < 1)
+        ):
+            raise ValueError(
+                f"`momentum` must be a number in [0, 1), got {momentum!r}; "
+                "the moving averages keep this share of their old value "
+                "(0.9 by default)."
+            )
         super().__init__(
             axis=-1,
             momentum=momentum,
@@ -83,7 +102,17 @@ class BatchNormalization(tf_keras.layers.BatchNormalization):
         # A tensor `training` may still be False at run time; only a
         # Python True (what Keras passes in fit and in our train steps) is
         # checked, so inference on one image stays allowed.
-        if training is True and self.trainable and inputs.shape[0] == 1:
+        replicas = 1
+        context = tf.distribute.get_replica_context()
+        if self.synchronized and context is not None:
+            replicas = context.num_replicas_in_sync
+        batch = inputs.shape[0]
+        if (
+            training is True
+            and self.trainable
+            and batch is not None
+            and batch * replicas == 1
+        ):
             raise ValueError(
                 f"Batch normalization layer {self.name!r} got a batch of 1 "
                 "example per replica in training: its batch statistics "

@@ -55,6 +55,8 @@ whose details §4.1 follows), not on the first 1×1 as in He et al. (2016).
 """
 
 import dataclasses
+import math
+import numbers
 
 import tf_keras
 
@@ -115,6 +117,29 @@ class ResNetConfig(ConfigDict):
 
     def __post_init__(self):
         check_norm(self.norm)
+        # NumPy numbers (np.int64, np.float32) are taken as Python ones.
+        for name in ("width", "stem_width", "groups", "num_classes"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(
+                value, bool
+            ):
+                object.__setattr__(self, name, int(value))
+        if isinstance(self.channels_per_group, numbers.Integral) and not (
+            isinstance(self.channels_per_group, bool)
+        ):
+            object.__setattr__(
+                self, "channels_per_group", int(self.channels_per_group)
+            )
+        if isinstance(self.weight_decay, numbers.Real) and not isinstance(
+            self.weight_decay, bool
+        ):
+            object.__setattr__(self, "weight_decay", float(self.weight_decay))
+        for name in ("decay_normalization", "zero_init_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"`{name}` must be True or False, got "
+                    f"{getattr(self, name)!r}."
+                )
         if self.stem not in STEMS:
             raise ValueError(
                 f"Unknown stem {self.stem!r}; choose one of {STEMS}."
@@ -141,8 +166,14 @@ class ResNetConfig(ConfigDict):
                 f"{self.channels_per_group!r}."
             )
         check_epsilon(self.epsilon)
+        if self.channels_per_group is not None and self.groups != 32:
+            raise ValueError(
+                f"`groups`={self.groups} conflicts with `channels_per_group`"
+                f"={self.channels_per_group}; set only one of the two."
+            )
         if not (
-            isinstance(self.weight_decay, (int, float))
+            isinstance(self.weight_decay, float)
+            and math.isfinite(self.weight_decay)
             and 0 <= self.weight_decay < 1
         ):
             raise ValueError(
@@ -307,7 +338,12 @@ def bottleneck_block_3d(
     Returns:
       `[B, T, H/strides, W/strides, 4 · width]`.
     """
-    config = config or ResNetConfig()
+    config = ResNetConfig.coerce(config or ResNetConfig())
+    if not _is_count(width) or not _is_count(strides):
+        raise ValueError(
+            f"`width` and `strides` must be integers >= 1, got {width!r} "
+            f"and {strides!r}."
+        )
     if not _is_count(temporal_kernel) or temporal_kernel % 2 == 0:
         raise ValueError(
             "`temporal_kernel` must be an odd integer >= 1, got "
