@@ -338,17 +338,6 @@ def summarize(results):
     }
 
 
-def batch_effect(summary, variant, large, small):
-    """Mean error at batch `small` minus at `large`, with its per-seed spread.
-
-    Returns `None` when either cell is missing.
-    """
-    cells = summary.get(variant, {})
-    if large not in cells or small not in cells:
-        return None
-    return cells[small][0] - cells[large][0]
-
-
 def paired_batch_effects(results, variant, large, small):
     """Per-seed `error(small) - error(large)` of `variant`, by seed."""
     errors = {

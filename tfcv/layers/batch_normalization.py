@@ -12,13 +12,14 @@ the paper follows uses) and one check: in training, a batch of one example
 per replica is refused. Its batch statistics are then those of a single
 image — BN degenerates into normalizing each image by itself, at positions
 where the map is 1×1 it outputs β whatever the input, and the moving
-averages it accumulates match nothing seen at test time. Group
-normalization does not depend on the batch and is the fix the GN paper
-proposes. The check needs the batch size at trace time (eager calls, or a
-`tf.function` traced with a fixed batch, as `drop_remainder=True` input
-pipelines give); a batch axis of unknown size is not checked. With
-`synchronized=True` the statistics are taken over the global batch (all replicas); otherwise each replica uses its own examples, as the
-paper's BN baseline does ("computed within each GPU", §4.1).
+averages it accumulates match nothing seen at test time. Group normalization
+does not depend on the batch and is the fix the GN paper proposes. The check
+needs the batch size at trace time (eager calls, or a `tf.function` traced
+with a fixed batch, as `drop_remainder=True` input pipelines give); a batch
+axis of unknown size is not checked. With `synchronized=True` the statistics
+are taken over the global batch (all replicas); otherwise each replica uses
+its own examples, as the paper's BN baseline does ("computed within each
+GPU", §4.1).
 
 `FrozenBatchNormalization` is BN*: it always normalizes with its stored
 moving mean and variance, never updates them, and has no trainable weights.
